@@ -1,0 +1,4 @@
+from azora_common.migrations import run_env
+from azora_pricing.models import Base
+
+run_env(Base.metadata)

@@ -1,0 +1,76 @@
+"""Async engine, session factory and the per-request session dependency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from azora_common.settings import ServiceSettings
+
+# Stable constraint names so Alembic migrations and error mapping can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def make_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Database:
+    """Owns the engine and the session factory of one service process."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.url = settings.database_url
+        self.engine: AsyncEngine = create_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": settings.service_name}},
+        )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def get_session(
+    db: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    """One session per request; commits when the handler returns, rolls back when it raises.
+
+    Services and repositories never commit: the request is the unit of work.
+    """
+    async with db.sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+# scope="function": the commit happens before the response is sent, so a client never sees a
+# success for a transaction that then failed to commit (the default scope ends after sending).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,285 @@
+"""RFC 9457 problem details for every error a service returns.
+
+Domain errors subclass :class:`ProblemError` and carry their HTTP meaning; one global handler
+renders them. FastAPI's validation errors, unknown routes, wrong methods and malformed JSON are
+rendered in the same shape, with the field path and the reason for each invalid field.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_BASE = "https://azora.io/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+log = logging.getLogger("azora.errors")
+
+
+class ProblemError(Exception):
+    """A domain error with a stable problem ``type`` slug and HTTP status."""
+
+    status: ClassVar[int] = 400
+    type_slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return problem_body(
+            self.status, self.type_slug, self.title, self.detail, instance, self.extra
+        )
+
+
+class NotFound(ProblemError):
+    status = 404
+    type_slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    type_slug = "conflict"
+    title = "Conflict"
+
+
+class Unprocessable(ProblemError):
+    status = 422
+    type_slug = "unprocessable"
+    title = "Unprocessable request"
+
+
+class InvalidField(ProblemError):
+    """A semantic check on one field failed; ``errors`` names it like a validation error."""
+
+    status = 422
+    type_slug = "validation-error"
+    title = "Request validation failed"
+
+    def __init__(self, field: str, reason: str, **extra: Any) -> None:
+        super().__init__(f"{field}: {reason}", errors=[{"field": field, "reason": reason}], **extra)
+
+
+class StaleGeneration(ProblemError):
+    status = 409
+    type_slug = "stale-generation"
+    title = "Stale generation"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    type_slug = "unauthorized"
+    title = "Authentication required"
+
+
+class Forbidden(ProblemError):
+    status = 403
+    type_slug = "forbidden"
+    title = "Insufficient scope"
+
+
+def problem_body(
+    status: int,
+    type_slug: str,
+    title: str,
+    detail: str | None = None,
+    instance: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + type_slug, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body, default=str),
+        status_code=int(body["status"]),
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    # ("body", "postings", 0, "amount") -> "postings[0].amount"; the leading source is kept for
+    # query/path/header parameters because the name alone would be ambiguous.
+    parts = list(loc)
+    source = parts.pop(0) if parts and parts[0] in {"body", "query", "path", "header"} else None
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    if source and source != "body":
+        return f"{source}.{out}" if out else source
+    return out or "body"
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        item: dict[str, Any] = {
+            "field": _field_path(err.get("loc", ())),
+            "reason": err.get("msg", ""),
+        }
+        if err.get("type"):
+            item["code"] = err["type"]
+        errors.append(item)
+    return errors
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return problem_response(exc.to_problem(request.url.path), headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc)
+    malformed = any(e.get("code") == "json_invalid" for e in errors)
+    if malformed:
+        body = problem_body(
+            400,
+            "malformed-json",
+            "Malformed JSON body",
+            errors[0]["reason"],
+            request.url.path,
+            {"errors": errors},
+        )
+    else:
+        summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        body = problem_body(
+            422,
+            "validation-error",
+            "Request validation failed",
+            summary,
+            request.url.path,
+            {"errors": errors},
+        )
+    return problem_response(body)
+
+
+_HTTP_SLUGS = {
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+async def _on_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route for {request.method} {request.url.path}"
+    if exc.status_code == 405 and detail == "Method Not Allowed":
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem_response(
+        problem_body(exc.status_code, slug, title, detail, request.url.path),
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+def _database_input_error(exc: BaseException) -> str | None:
+    """The message of a PostgreSQL "invalid input" error (SQLSTATE class 22) in the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        sqlstate = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+            return str(getattr(seen, "message", None) or seen).splitlines()[0]
+        seen = seen.__cause__ or getattr(seen, "orig", None) or seen.__context__
+        if seen is exc:
+            break
+    return None
+
+
+async def _on_unhandled(request: Request, exc: Exception) -> Response:
+    # Input the database refuses (a NUL byte in text, a number out of range) is the client's
+    # error; the request's transaction is rolled back by the session dependency.
+    reason = _database_input_error(exc)
+    if reason is not None:
+        return problem_response(
+            problem_body(422, "invalid-input", "Invalid input", reason, request.url.path)
+        )
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        problem_body(500, "internal-error", "Internal server error", None, request.url.path)
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unhandled)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "code": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the service really sends for errors."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = PROBLEM_SCHEMA
+    problem = {
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    }
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for code in list(responses):
+                if code.startswith(("4", "5")):
+                    responses[code] = {
+                        "description": responses[code].get("description", "Problem"),
+                        **problem,
+                    }
+            responses.setdefault(
+                "default", {"description": "Error (application/problem+json)", **problem}
+            )
+    return schema

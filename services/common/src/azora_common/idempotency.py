@@ -1,0 +1,190 @@
+"""``Idempotency-Key`` support, stored in the service's own database.
+
+The key row is inserted in the same transaction as the effect. A concurrent duplicate blocks on
+the primary-key index until the first transaction ends: if it committed, the duplicate finds the
+stored response and replays it; if it rolled back, the duplicate runs as if it were first. So
+exactly one request produces the effect, without an ``in progress`` state that could leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import Header
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from azora_common.errors import ProblemError
+
+IDEMPOTENCY_TABLE = "idempotency_keys"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Makes the request safe to retry: same key and body replay the first response.",
+    ),
+]
+
+_meta = sa.MetaData()
+idempotency_keys = sa.Table(
+    IDEMPOTENCY_TABLE,
+    _meta,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("request_hash", sa.Text, nullable=False),
+    sa.Column("request_body", JSONB, nullable=False),
+    sa.Column("response_status", sa.SmallInteger, nullable=False),
+    sa.Column("response_body", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def create_idempotency_table() -> None:
+    """Call from a service's initial Alembic migration."""
+    from alembic import op
+
+    op.create_table(
+        IDEMPOTENCY_TABLE,
+        sa.Column("scope", sa.Text, primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("request_hash", sa.Text, nullable=False),
+        sa.Column("request_body", JSONB, nullable=False),
+        sa.Column("response_status", sa.SmallInteger, nullable=False),
+        sa.Column("response_body", JSONB, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_idempotency_keys_created_at", IDEMPOTENCY_TABLE, ["created_at"])
+
+
+class IdempotencyKeyReused(ProblemError):
+    status = 422
+    type_slug = "idempotency-key-reused"
+    title = "Idempotency key reused with a different request"
+
+
+def _canonical(body: Any) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{i}]", out)
+        if not value:
+            out[prefix] = []
+    else:
+        out[prefix] = value
+
+
+def differing_fields(first: Any, second: Any) -> list[str]:
+    """Dotted paths whose values differ between two JSON documents."""
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    _flatten(first, "", a)
+    _flatten(second, "", b)
+    return sorted(k or "body" for k in a.keys() | b.keys() if a.get(k, ...) != b.get(k, ...))
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _json(body: Any) -> bytes:
+    return orjson.dumps(body, default=str)
+
+
+Handler = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+async def run_idempotent(
+    session: AsyncSession,
+    *,
+    key: str | None,
+    scope: str,
+    request_body: Any,
+    handler: Handler,
+    retention: timedelta = timedelta(hours=24),
+) -> Response:
+    """Run ``handler`` at most once per (scope, key); replay its response for retries.
+
+    ``request_body`` must be the JSON-able request (e.g. ``model.model_dump(mode="json")``).
+    ``handler`` returns ``(status_code, json_body)``. Errors raised by it roll the request's
+    transaction back, the key with it, so a failed request can be retried with the same key.
+    """
+    if key is None:
+        status, body = await handler()
+        return json_response(status, body)
+
+    canonical = _canonical(request_body)
+    digest = hashlib.sha256(canonical).hexdigest()
+    now = datetime.now(UTC)
+    # A key older than the retention window is forgotten; the next use starts afresh.
+    await session.execute(
+        sa.delete(idempotency_keys).where(
+            idempotency_keys.c.scope == scope,
+            idempotency_keys.c.key == key,
+            idempotency_keys.c.created_at < now - retention,
+        )
+    )
+    # Placeholder response: overwritten below in this same transaction, so never visible.
+    inserted = await session.execute(
+        insert(idempotency_keys)
+        .values(
+            scope=scope,
+            key=key,
+            request_hash=digest,
+            request_body=orjson.loads(canonical),
+            response_status=0,
+            response_body={},
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(idempotency_keys.c.key)
+    )
+    if inserted.first() is None:
+        stored = (
+            await session.execute(
+                sa.select(idempotency_keys).where(
+                    idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+                )
+            )
+        ).one()
+        if stored.request_hash != digest:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request body",
+                idempotency_key=key,
+                differing_fields=differing_fields(stored.request_body, orjson.loads(canonical)),
+            )
+        return json_response(
+            stored.response_status, stored.response_body, {REPLAYED_HEADER: "true"}
+        )
+
+    status, body = await handler()
+    await session.execute(
+        sa.update(idempotency_keys)
+        .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+        .values(response_status=status, response_body=orjson.loads(_json(body)))
+    )
+    return json_response(status, body)
+
+
+async def purge_expired(session: AsyncSession, retention: timedelta) -> int:
+    result = await session.execute(
+        sa.delete(idempotency_keys).where(
+            idempotency_keys.c.created_at < datetime.now(UTC) - retention
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,98 @@
+"""Prometheus HTTP metrics for every service and the ``/metrics`` endpoint.
+
+Labels use the route template (``/v1/accounts/{account_id}``), never the raw path, so the
+series count stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "azora_http_requests_total",
+    "HTTP requests handled, by route template and status code.",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "azora_http_request_duration_seconds",
+    "Time from request start to the end of the response body.",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_IN_FLIGHT = Gauge(
+    "azora_http_requests_in_flight",
+    "Requests being handled now.",
+    ["service"],
+)
+SERVICE_INFO = Gauge(
+    "azora_service_info",
+    "Always 1; labels describe the running service.",
+    ["service", "version"],
+)
+
+UNMATCHED = "<unmatched>"
+_SKIP = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    # Plain Starlette routes (used on hot paths) do not record themselves in the scope.
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for candidate in getattr(router, "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(candidate, "path", UNMATCHED))
+    return UNMATCHED
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: cheaper than ``BaseHTTPMiddleware`` and streaming-safe."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+        self.in_flight = HTTP_IN_FLIGHT.labels(service)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _SKIP:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.in_flight.dec()
+            route = route_template(scope) if status != 404 else UNMATCHED
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            HTTP_DURATION.labels(self.service, method, route).observe(time.perf_counter() - start)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

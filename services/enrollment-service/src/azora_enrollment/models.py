@@ -1,0 +1,11 @@
+"""SQLAlchemy tables of azora-enrollment."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import DeclarativeBase
+
+from azora_common.db import make_metadata
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata()

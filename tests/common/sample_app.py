@@ -1,0 +1,129 @@
+"""A minimal service built on azora_common, used to test each shared piece."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from azora_common.app import create_service_app
+from azora_common.auth import AdminDep, Principal, require_scope
+from azora_common.db import SessionDep, make_metadata
+from azora_common.errors import Conflict, NotFound
+from azora_common.idempotency import IdempotencyKeyDep, run_idempotent
+from azora_common.listener import RevisionListener, notify
+from azora_common.logs import current_request_id
+from azora_common.settings import ServiceSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+metadata = make_metadata()
+widgets = sa.Table(
+    "widgets",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+)
+config = sa.Table(
+    "config",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class SampleSettings(ServiceSettings):
+    service_name: str = "sample"
+
+
+class WidgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=50)
+    size: int = Field(ge=1, le=1000)
+    tags: list[str] = Field(default_factory=list)
+
+
+WriteDep = Annotated[Principal, require_scope("sample:write")]
+ReadDep = Annotated[Principal, require_scope("sample:read")]
+
+router = APIRouter()
+
+
+@router.post("/v1/widgets", status_code=201)
+async def create_widget(
+    body: WidgetIn, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+) -> Any:
+    async def handler() -> tuple[int, Any]:
+        if body.name == "taken":
+            raise Conflict("name is taken")
+        new_id = (
+            await session.execute(
+                sa.insert(widgets).values(name=body.name, size=body.size).returning(widgets.c.id)
+            )
+        ).scalar_one()
+        return 201, {"id": new_id, "name": body.name, "size": body.size}
+
+    return await run_idempotent(
+        session,
+        key=key,
+        scope="POST /v1/widgets",
+        request_body=body.model_dump(mode="json"),
+        handler=handler,
+    )
+
+
+@router.get("/v1/widgets/{widget_id}")
+async def get_widget(
+    widget_id: Annotated[int, PathParam(ge=1)], session: SessionDep, _: ReadDep
+) -> dict[str, Any]:
+    row = (await session.execute(sa.select(widgets).where(widgets.c.id == widget_id))).first()
+    if row is None:
+        raise NotFound(f"widget {widget_id} does not exist")
+    return {"id": row.id, "name": row.name, "size": row.size, "request_id": current_request_id()}
+
+
+@router.put("/admin/v1/config/{name}")
+async def put_config(name: str, value: str, session: SessionDep, _: AdminDep) -> dict[str, str]:
+    await session.execute(
+        sa.dialects.postgresql.insert(config)
+        .values(name=name, value=value)
+        .on_conflict_do_update(index_elements=["name"], set_={"value": value})
+    )
+    await notify(session, "sample_config")
+    return {"name": name, "value": value}
+
+
+def create_app(settings: SampleSettings) -> FastAPI:
+    snapshot: dict[str, dict[str, str]] = {"config": {}}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def reload() -> None:
+            async with app.state.db.engine.connect() as conn:
+                rows = (await conn.execute(sa.select(config))).all()
+            snapshot["config"] = {r.name: r.value for r in rows}  # one assignment: atomic swap
+
+        listener = RevisionListener(settings.database_url, "sample_config", reload)
+        await listener.start()
+        app.state.listener = listener
+        app.state.snapshot = snapshot
+        try:
+            yield
+        finally:
+            await listener.stop()
+
+    return create_service_app(
+        settings=settings,
+        title="Sample",
+        version="0.0.1",
+        description="azora_common test app",
+        migrations=MIGRATIONS,
+        routers=[router],
+        lifespan=lifespan,
+    )
