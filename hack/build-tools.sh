@@ -153,10 +153,14 @@ build_one() {
                     -o "$TMP_OUT/$name" "k8s.io/kubernetes/cmd/${name}")
             ;;
         helm)
-            # No replace directives upstream: plain `go install pkg@version`.
+            # No replace directives upstream: plain `go install pkg@version`. Without the
+            # ldflags `helm version` says "v4.3" (the source default), not the release.
+            local helm_ldflags="-s -w"
+            helm_ldflags+=" -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
+            helm_ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
             (cd "$TMP_OUT" &&
                 GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="" GOBIN="$TMP_OUT" \
-                    "$go_bin" install "${common[@]}" -ldflags "-s -w" \
+                    "$go_bin" install "${common[@]}" -ldflags "$helm_ldflags" \
                     "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}")
             ;;
     esac

@@ -57,7 +57,7 @@ router = APIRouter()
 
 @router.post("/v1/widgets", status_code=201)
 async def create_widget(
-    body: WidgetIn, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+    body: WidgetIn, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
 ) -> Any:
     async def handler() -> tuple[int, Any]:
         if body.name == "taken":

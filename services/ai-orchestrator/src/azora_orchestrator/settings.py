@@ -1,7 +1,12 @@
-"""Settings for azora-orchestrator (environment variables prefixed ``ORCHESTRATOR_``)."""
+"""Settings for azora-orchestrator (environment variables prefixed ``ORCHESTRATOR_``).
+
+Route behaviour (weights, retries, health thresholds, limits) lives in the routes themselves;
+these are the process-wide knobs that the ``AIModelRoute`` contract deliberately leaves out.
+"""
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from azora_common.settings import ServiceSettings
@@ -12,3 +17,31 @@ class OrchestratorSettings(ServiceSettings):
 
     service_name: str = "azora-orchestrator"
     port: int = 8104
+
+    # Largest request body accepted on /v1/* (answered 413 in the OpenAI error shape).
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Upstream connection pool: one shared keep-alive pool for every backend.
+    upstream_max_connections: int = Field(default=2048, ge=1)
+    upstream_keepalive_s: float = Field(default=60.0, gt=0)
+    # A backend back from ejection (or from failing active checks) ramps its effective weight
+    # from 10% to 100% over this window (slow start) instead of taking its full share at once.
+    slow_start_s: float = Field(default=30.0, ge=0)
+    # Ejections grow base * 2^(n-1) and stop growing here.
+    max_ejection_s: float = Field(default=300.0, gt=0)
+    # Retry budget: retries allowed in the sliding window are at most
+    # max(retry_budget_min, budgetPercent% of the requests in the window).
+    retry_budget_window_s: int = Field(default=10, ge=1, le=300)
+    retry_budget_min: int = Field(default=3, ge=0)
+    # Longest Retry-After the gateway will sleep on before retrying the same backend; a longer
+    # one makes it move on (another backend, tier or fallback) or answer with the 429.
+    max_retry_wait_s: float = Field(default=5.0, ge=0)
+    # Latency strategy: a failure is fed into the EWMA as at least this many seconds, so a fast
+    # 503 never looks like a fast backend.
+    failure_penalty_s: float = Field(default=1.0, ge=0)
+    latency_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    error_rate_alpha: float = Field(default=0.1, gt=0, le=1)
+    # Active health checks: unhealthy after this many consecutive failed checks.
+    active_unhealthy_threshold: int = Field(default=2, ge=1)
+    active_check_timeout_s: float = Field(default=2.0, gt=0)
+    # Token estimate for admission when the request names no max_tokens.
+    default_max_tokens_estimate: int = Field(default=256, ge=0)

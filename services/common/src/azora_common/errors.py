@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -210,7 +211,7 @@ def _database_input_error(exc: BaseException) -> str | None:
     return None
 
 
-async def _on_unhandled(request: Request, exc: Exception) -> Response:
+async def _on_database_error(request: Request, exc: Exception) -> Response:
     # Input the database refuses (a NUL byte in text, a number out of range) is the client's
     # error; the request's transaction is rolled back by the session dependency.
     reason = _database_input_error(exc)
@@ -218,6 +219,10 @@ async def _on_unhandled(request: Request, exc: Exception) -> Response:
         return problem_response(
             problem_body(422, "invalid-input", "Invalid input", reason, request.url.path)
         )
+    return await _on_unhandled(request, exc)
+
+
+async def _on_unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
         problem_body(500, "internal-error", "Internal server error", None, request.url.path)
@@ -228,6 +233,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(Exception, _on_unhandled)
 
 

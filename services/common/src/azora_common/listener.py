@@ -32,6 +32,10 @@ def libpq_url(url: str) -> str:
 
 
 class RevisionListener:
+    async def readiness(self) -> dict[str, object]:
+        """A readiness probe: ready once the first snapshot is loaded."""
+        return {"ok": self.loaded.is_set(), "reloads": self.reloads}
+
     def __init__(
         self,
         database_url: str,
@@ -48,12 +52,20 @@ class RevisionListener:
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.connected = asyncio.Event()
+        self.loaded = asyncio.Event()
 
     async def start(self) -> None:
-        # The first load happens before start() returns so the service never serves an
-        # empty snapshot.
-        await self._reload()
-        self.reloads += 1
+        # The first load happens before start() returns so the service never serves an empty
+        # snapshot; if the database is down, the service still starts (not ready) and the
+        # background loop loads as soon as it can.
+        try:
+            await self._reload()
+            self.reloads += 1
+            self.loaded.set()
+        except Exception:
+            log.warning(
+                "initial load for %s failed; retrying in background", self._channel, exc_info=True
+            )
         self._task = asyncio.create_task(self._run(), name=f"listener:{self._channel}")
 
     async def stop(self) -> None:
@@ -90,6 +102,7 @@ class RevisionListener:
                     # Several notifications that arrive during one reload fold into the next.
                     await self._reload()
                     self.reloads += 1
+                    self.loaded.set()
             except asyncio.CancelledError:
                 raise
             except Exception:

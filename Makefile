@@ -1,0 +1,76 @@
+# Azora — every install step lives here (idempotent, cached), so a fresh clone needs only
+# Python 3.11+, Go 1.25+ (for the local control plane), make, and optionally PostgreSQL.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION  ?= 0.9.30
+CACHE_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/azora
+UV_HOME     := $(CACHE_DIR)/uv-$(UV_VERSION)
+UV          := $(shell command -v uv 2>/dev/null || echo $(UV_HOME)/bin/uv)
+PYTHON      ?= python3
+PYTEST_ARGS ?=
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV_HOME)/bin/uv:
+	@echo "[make] installing uv $(UV_VERSION) into $(UV_HOME)"
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+.PHONY: uv
+uv: $(if $(filter $(UV_HOME)/bin/uv,$(UV)),$(UV_HOME)/bin/uv) ## ensure uv exists
+
+.PHONY: sync
+sync: uv ## install the Python environment from uv.lock
+	$(UV) sync --frozen --all-packages
+
+.PHONY: tools
+tools: ## build etcd, kube-apiserver, kubectl and helm from Go modules (cached)
+	bash hack/build-tools.sh
+
+.PHONY: system-deps
+system-deps: ## Debian packages the tests use (promtool, buildah, shellcheck) when missing
+	bash hack/system-deps.sh
+
+.PHONY: lint
+lint: sync ## ruff + mypy --strict + import contracts
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+	$(UV) run lint-imports
+
+.PHONY: test
+test: sync tools system-deps lint ## the full test suite (real PostgreSQL, real kube-apiserver)
+	$(UV) run pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: sync tools ## benchmarks; results under bench/results/
+	$(UV) run python bench/run_all.py
+
+.PHONY: up
+up: sync tools ## run the whole platform locally (background); writes .local/azora.env
+	$(UV) run python hack/local.py up
+
+.PHONY: down
+down: ## stop everything `make up` started
+	@if [ -x .venv/bin/python ]; then .venv/bin/python hack/local.py down; else echo "nothing to stop"; fi
+
+.PHONY: status
+status: ## show what runs
+	@if [ -x .venv/bin/python ]; then .venv/bin/python hack/local.py status; else echo "not set up"; fi
+
+.PHONY: cluster
+cluster: sync tools ## only the local control plane (etcd + kube-apiserver); writes .local/kubeconfig
+	$(UV) run python hack/local.py up --only cluster
+
+.PHONY: openapi
+openapi: sync ## regenerate docs/api/*.json from the apps
+	$(UV) run python hack/export_openapi.py
+
+.PHONY: clean
+clean: down ## remove local state (.local/) and caches in the tree
+	rm -rf .local .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,197 @@
+"""API models: the admin envelope and the ``AIModelRoute`` spec (camelCase, as in the CRD)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Headers the gateway sets itself; a route may not override them.
+RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
+
+
+def parse_duration(value: str) -> float:
+    """Go-style duration (``"90s"``, ``"1h30m"``, ``"250ms"``) to seconds."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty duration")
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"'{value}' is not a duration like '30s', '1m30s' or '250ms'")
+    return total
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+Duration = str
+
+
+class Timeouts(_Spec):
+    connect: Duration = "2s"
+    first_byte: Duration = Field(default="30s", alias="firstByte")
+    total: Duration = "300s"
+    stream_idle: Duration = Field(default="30s", alias="streamIdle")
+
+    @field_validator("connect", "first_byte", "total", "stream_idle")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+class SecretRef(_Spec):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class BackendSpec(_Spec):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*)$")
+    url: str = Field(min_length=1, max_length=2048)
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    weight: int = Field(default=1, ge=0, le=1000)
+    priority: int = Field(default=0, ge=0, le=100)
+    max_concurrency: int | None = Field(default=None, alias="maxConcurrency", ge=1, le=1_000_000)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_key_secret_ref: SecretRef | None = Field(default=None, alias="apiKeySecretRef")
+    api_key: str | None = Field(default=None, alias="apiKey", max_length=4096)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError("must be an http(s)://host[:port][/path] URL without query")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"'{name}' is not an allowed header name")
+            if "\r" in header_value or "\n" in header_value:
+                raise ValueError(f"the value of '{name}' contains a line break")
+        return value
+
+
+class RetrySpec(_Spec):
+    attempts: int = Field(default=3, ge=1, le=10)
+    budget_percent: int = Field(default=20, alias="budgetPercent", ge=0, le=100)
+    per_try_timeout: Duration = Field(default="30s", alias="perTryTimeout")
+
+    @field_validator("per_try_timeout")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+
+class ActiveCheck(_Spec):
+    path: str = Field(default="/models", pattern=r"^/[^\s?#]*$", max_length=512)
+    interval: Duration = "10s"
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration(value) < 0.05:
+            raise ValueError("must be at least 50ms")
+        return value
+
+
+class HealthSpec(_Spec):
+    consecutive_failures: int = Field(default=5, alias="consecutiveFailures", ge=1, le=1000)
+    base_ejection: Duration = Field(default="30s", alias="baseEjection")
+    max_ejection_percent: int = Field(default=50, alias="maxEjectionPercent", ge=0, le=100)
+    active_check: ActiveCheck | None = Field(default=None, alias="activeCheck")
+
+    @field_validator("base_ejection")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class ClientLimits(_Spec):
+    requests_per_minute: int | None = Field(default=None, alias="requestsPerMinute", ge=1)
+    tokens_per_minute: int | None = Field(default=None, alias="tokensPerMinute", ge=1)
+
+
+class RateLimits(_Spec):
+    requests_per_minute: int | None = Field(default=None, alias="requestsPerMinute", ge=1)
+    tokens_per_minute: int | None = Field(default=None, alias="tokensPerMinute", ge=1)
+    per_client: ClientLimits | None = Field(default=None, alias="perClient")
+
+
+Strategy = Literal["weighted-round-robin", "least-request", "latency"]
+
+
+class RouteSpec(_Spec):
+    model: str = Field(min_length=1, max_length=256)
+    strategy: Strategy = "weighted-round-robin"
+    backends: list[BackendSpec] = Field(min_length=1, max_length=256)
+    fallbacks: list[str] = Field(default_factory=list, max_length=16)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    rate_limits: RateLimits | None = Field(default=None, alias="rateLimits")
+
+
+class RoutePut(BaseModel):
+    """``PUT /admin/v1/routes/{namespace}/{name}``; the spec is checked by the service so a bad
+    one answers 422 with a ``reason`` the operator can copy into its condition."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generation: int = Field(ge=0, le=2**62)
+    uid: str = Field(min_length=1, max_length=128)
+    spec: dict[str, Any]
+
+
+class PutResult(BaseModel):
+    revision: int
+    generation: int
+
+
+class StoredRoute(BaseModel):
+    namespace: str
+    name: str
+    generation: int
+    uid: str
+    revision: int
+    spec: dict[str, Any]
+
+
+class RouteList(BaseModel):
+    items: list[StoredRoute]
+
+
+class BackendStatus(BaseModel):
+    name: str
+    healthy: bool
+    ejected_until: str | None
+    in_flight: int
+    effective_weight: float
+    latency_ms_ewma: float | None
+    error_rate: float
+
+
+class RouteStatus(BaseModel):
+    revision: int
+    generation: int
+    strategy: str
+    backends: list[BackendStatus]
+    healthy: int
+    total: int

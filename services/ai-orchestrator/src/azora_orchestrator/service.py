@@ -1,0 +1,151 @@
+"""Admin rules for routes: semantic checks, generations, revisions. No HTTP here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_common.errors import NotFound, StaleGeneration
+from azora_common.listener import notify
+from azora_orchestrator import repository
+from azora_orchestrator.errors import RouteRejected
+from azora_orchestrator.schemas import RouteSpec
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = "spec"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def validate_spec(raw: dict[str, Any]) -> RouteSpec:
+    """Parse and check a spec; every refusal names the field and a CamelCase reason."""
+    try:
+        spec = RouteSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"field": _loc(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        raise RouteRejected("InvalidSpec", summary, errors) from None
+
+    def reject(reason: str, field: str, message: str) -> RouteRejected:
+        return RouteRejected(reason, f"{field}: {message}", [{"field": field, "reason": message}])
+
+    seen: set[str] = set()
+    for i, backend in enumerate(spec.backends):
+        if backend.name in seen:
+            raise reject("DuplicateBackend", f"spec.backends[{i}].name", "names a backend twice")
+        seen.add(backend.name)
+        if backend.api_key_secret_ref is not None and backend.api_key is None:
+            raise reject(
+                "UnresolvedSecret",
+                f"spec.backends[{i}].apiKey",
+                "apiKeySecretRef must be resolved to apiKey before it reaches the service",
+            )
+    tiers: dict[int, int] = {}
+    for backend in spec.backends:
+        tiers[backend.priority] = tiers.get(backend.priority, 0) + backend.weight
+    for priority, weight in sorted(tiers.items()):
+        if weight == 0:
+            raise reject(
+                "InvalidTiers",
+                "spec.backends",
+                f"priority tier {priority} has no backend with a weight above 0",
+            )
+    if len(set(spec.fallbacks)) != len(spec.fallbacks) or spec.model in spec.fallbacks:
+        raise reject(
+            "InvalidFallbacks",
+            "spec.fallbacks",
+            "fallbacks must be distinct and must not name the route's own model",
+        )
+    return spec
+
+
+def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The stored spec without secrets: apiKey is write-only."""
+    backends = [
+        {k: v for k, v in b.items() if k != "apiKey"} if isinstance(b, dict) else b
+        for b in spec.get("backends", [])
+    ]
+    return {**spec, "backends": backends}
+
+
+async def put_route(
+    session: AsyncSession,
+    namespace: str,
+    name: str,
+    *,
+    generation: int,
+    uid: str,
+    raw_spec: dict[str, Any],
+) -> tuple[int, int]:
+    spec = validate_spec(raw_spec)
+    await repository.lock_route(session, namespace, name)
+    stored = await repository.get_route(session, namespace, name)
+    if stored is not None:
+        if generation < stored.generation:
+            raise StaleGeneration(
+                f"generation {generation} is older than the stored {stored.generation}",
+                stored_generation=stored.generation,
+            )
+        if generation == stored.generation and stored.spec == raw_spec and stored.uid == uid:
+            return int(stored.revision), int(stored.generation)  # replay: nothing changes
+    owner = await repository.model_owner(session, spec.model)
+    if owner is not None and (owner.namespace, owner.name) != (namespace, name):
+        raise RouteRejected(
+            "ModelConflict",
+            f"spec.model: '{spec.model}' is already served by route {owner.namespace}/{owner.name}",
+            [{"field": "spec.model", "reason": "already served by another route"}],
+        )
+    revision = await repository.next_revision(session)
+    try:
+        await repository.upsert_route(
+            session,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            generation=generation,
+            model=spec.model,
+            spec=raw_spec,
+            revision=revision,
+        )
+    except IntegrityError:
+        # A concurrent PUT of another route claimed the model between our check and insert.
+        raise RouteRejected(
+            "ModelConflict",
+            f"spec.model: '{spec.model}' is already served by another route",
+            [{"field": "spec.model", "reason": "already served by another route"}],
+        ) from None
+    await notify(session, repository.ROUTES_CHANNEL, str(revision))
+    return revision, generation
+
+
+async def delete_route(session: AsyncSession, namespace: str, name: str) -> None:
+    await repository.lock_route(session, namespace, name)
+    if await repository.delete_route(session, namespace, name):
+        revision = await repository.next_revision(session)
+        await notify(session, repository.ROUTES_CHANNEL, str(revision))
+
+
+async def list_routes(session: AsyncSession) -> list[dict[str, Any]]:
+    return [
+        {
+            "namespace": r.namespace,
+            "name": r.name,
+            "generation": int(r.generation),
+            "uid": r.uid,
+            "revision": int(r.revision),
+            "spec": public_spec(r.spec),
+        }
+        for r in await repository.list_routes(session)
+    ]
+
+
+async def stored_route(session: AsyncSession, namespace: str, name: str) -> Any:
+    row = await repository.get_route(session, namespace, name)
+    if row is None:
+        raise NotFound(f"route {namespace}/{name} does not exist")
+    return row

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import sqlalchemy as sa
+
+from azora_common.idempotency import REPLAYED_HEADER, differing_fields
+from tests.common.sample_app import SampleSettings, create_app, widgets
+from tests.conftest import API_TOKEN
+from tests.support.apps import bearer, committing_client
+
+
+async def test_same_key_same_body_replays(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k-replay"}
+    first = await client.post("/v1/widgets", json={"name": "w", "size": 2}, headers=headers)
+    again = await client.post("/v1/widgets", json={"name": "w", "size": 2}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert REPLAYED_HEADER not in first.headers
+    assert again.headers[REPLAYED_HEADER] == "true"
+
+
+async def test_same_key_different_body_is_refused(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k-diff"}
+    await client.post("/v1/widgets", json={"name": "w", "size": 2, "tags": ["a"]}, headers=headers)
+    resp = await client.post(
+        "/v1/widgets", json={"name": "w", "size": 3, "tags": ["b"]}, headers=headers
+    )
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["type"].endswith("/idempotency-key-reused")
+    assert body["differing_fields"] == ["size", "tags[0]"]
+
+
+async def test_failed_request_does_not_burn_the_key(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k-fail"}
+    assert (await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)).status_code == 409
+    # Same key, same body: the failure was not stored, so the request runs again.
+    assert (await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)).status_code == 409
+
+
+async def test_concurrent_duplicates_one_wins(settings: SampleSettings) -> None:
+    app = create_app(settings)
+    name = "concurrent-" + str(id(app))
+    async with committing_client(app, bearer(API_TOKEN)) as client:
+        results = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/widgets", json={"name": name, "size": 5}, headers={"Idempotency-Key": name}
+                )
+                for _ in range(20)
+            )
+        )
+        assert {r.status_code for r in results} == {201}
+        assert len({r.json()["id"] for r in results}) == 1
+        assert sum(REPLAYED_HEADER in r.headers for r in results) == 19
+        async with app.state.db.engine.begin() as conn:
+            count = (
+                await conn.execute(sa.select(sa.func.count()).where(widgets.c.name == name))
+            ).scalar_one()
+            await conn.execute(sa.delete(widgets).where(widgets.c.name == name))
+            await conn.execute(sa.text("DELETE FROM idempotency_keys WHERE key = :k"), {"k": name})
+        assert count == 1
+
+
+def test_differing_fields() -> None:
+    assert differing_fields({"a": 1, "b": {"c": [1, 2]}}, {"a": 1, "b": {"c": [1, 3]}}) == ["b.c[1]"]
+    assert differing_fields({"a": 1}, {"a": 1, "z": None}) == ["z"]
