@@ -19,7 +19,9 @@ def assert_problem(resp: httpx.Response, status: int, slug: str) -> dict[str, ob
 
 async def test_malformed_json(client: httpx.AsyncClient) -> None:
     resp = await client.post(
-        "/v1/widgets", content=b'{"name": "a", "size": ', headers={"content-type": "application/json"}
+        "/v1/widgets",
+        content=b'{"name": "a", "size": ',
+        headers={"content-type": "application/json"},
     )
     body = assert_problem(resp, 400, "malformed-json")
     assert "JSON" in str(body["detail"])
@@ -54,7 +56,9 @@ async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None
 
 async def test_domain_errors_are_problems(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/widgets/999999"), 404, "not-found")
-    assert_problem(await client.post("/v1/widgets", json={"name": "taken", "size": 1}), 409, "conflict")
+    assert_problem(
+        await client.post("/v1/widgets", json={"name": "taken", "size": 1}), 409, "conflict"
+    )
 
 
 async def test_database_input_error_is_a_4xx_not_a_500(client: httpx.AsyncClient) -> None:
@@ -64,7 +68,9 @@ async def test_database_input_error_is_a_4xx_not_a_500(client: httpx.AsyncClient
 
 async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
     resp = await client.post(
-        "/v1/widgets", content=b"x" * (4 * 1024 * 1024 + 1), headers={"content-type": "application/json"}
+        "/v1/widgets",
+        content=b"x" * (4 * 1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
     )
     assert_problem(resp, 413, "payload-too-large")
 

@@ -74,7 +74,9 @@ async def test_listener_reloads_every_replica(settings: SampleSettings) -> None:
         await replica_b.state.listener.connected.wait()
         transport = httpx.ASGITransport(app=replica_a)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", headers=bearer(settings.admin_token.get_secret_value())
+            transport=transport,
+            base_url="http://t",
+            headers=bearer(settings.admin_token.get_secret_value()),
         ) as client:
             value = f"v{id(replica_a)}"
             resp = await client.put(f"/admin/v1/config/colour?value={value}")

@@ -35,9 +35,13 @@ async def test_same_key_different_body_is_refused(client: httpx.AsyncClient) -> 
 
 async def test_failed_request_does_not_burn_the_key(client: httpx.AsyncClient) -> None:
     headers = {"Idempotency-Key": "k-fail"}
-    assert (await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)).status_code == 409
+    assert (
+        await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)
+    ).status_code == 409
     # Same key, same body: the failure was not stored, so the request runs again.
-    assert (await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)).status_code == 409
+    assert (
+        await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)
+    ).status_code == 409
 
 
 async def test_concurrent_duplicates_one_wins(settings: SampleSettings) -> None:
@@ -65,5 +69,7 @@ async def test_concurrent_duplicates_one_wins(settings: SampleSettings) -> None:
 
 
 def test_differing_fields() -> None:
-    assert differing_fields({"a": 1, "b": {"c": [1, 2]}}, {"a": 1, "b": {"c": [1, 3]}}) == ["b.c[1]"]
+    assert differing_fields({"a": 1, "b": {"c": [1, 2]}}, {"a": 1, "b": {"c": [1, 3]}}) == [
+        "b.c[1]"
+    ]
     assert differing_fields({"a": 1}, {"a": 1, "z": None}) == ["z"]

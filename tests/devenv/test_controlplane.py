@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import azora_common.devenv
 from azora_common.devenv import (
     ADMIN_USER,
     CONTROL_PLANE_TOOLS,
@@ -189,3 +195,52 @@ def test_stop_start_keeps_cluster_state(tmp_path: Path) -> None:
         assert _ok(cp, "get", "namespace", "persisted", "-o", "name").strip() == (
             "namespace/persisted"
         )
+
+
+_OWNER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from azora_common.devenv import LocalControlPlane
+    with LocalControlPlane(Path(sys.argv[1])) as cp:
+        print(json.dumps(cp.pids), flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_no_orphans_when_owner_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the owning process still takes etcd and kube-apiserver down (PDEATHSIG)."""
+    _require_tools()
+    src_root = Path(azora_common.devenv.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_root), *sys.path])}
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(tmp_path / "kube")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert owner.stdout is not None
+        pids: dict[str, int] = json.loads(owner.stdout.readline())
+        assert set(pids) == {"etcd", "kube-apiserver"}
+        assert all(_alive(pid) for pid in pids.values())
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = {name: pid for name, pid in pids.items() if _alive(pid)}
+        assert not survivors, f"orphaned: {survivors}"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()

@@ -1,7 +1,119 @@
-"""HTTP routes of azora-orchestrator."""
+"""Admin routes of azora-orchestrator (the data-plane /v1/* endpoints live in proxy.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+from datetime import UTC, datetime
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Path, Request, Response
+
+from azora_common.auth import AdminDep
+from azora_common.db import SessionDep
+from azora_orchestrator import service
+from azora_orchestrator.proxy import Gateway
+from azora_orchestrator.routing import monotonic_to_wall
+from azora_orchestrator.schemas import (
+    BackendStatus,
+    PutResult,
+    RouteList,
+    RoutePut,
+    RouteSpec,
+    RouteStatus,
+)
+
+router = APIRouter(prefix="/admin/v1/routes", tags=["admin"])
+
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+Namespace = Annotated[str, Path(pattern=_K8S_NAME, max_length=253)]
+Name = Annotated[str, Path(pattern=_K8S_NAME, max_length=253)]
+
+
+@router.get("", response_model=RouteList, summary="All stored routes (apiKey omitted)")
+async def list_routes(session: SessionDep, _: AdminDep) -> dict[str, object]:
+    return {"items": await service.list_routes(session)}
+
+
+@router.put(
+    "/{namespace}/{name}",
+    response_model=PutResult,
+    summary="Store or replace a route (idempotent, generation-stamped)",
+    responses={409: {"description": "stale generation"}, 422: {"description": "spec rejected"}},
+)
+async def put_route(
+    namespace: Namespace, name: Name, body: RoutePut, session: SessionDep, _: AdminDep
+) -> dict[str, int]:
+    revision, generation = await service.put_route(
+        session, namespace, name, generation=body.generation, uid=body.uid, raw_spec=body.spec
+    )
+    return {"revision": revision, "generation": generation}
+
+
+@router.delete("/{namespace}/{name}", status_code=204, summary="Remove a route (also when absent)")
+async def delete_route(
+    namespace: Namespace, name: Name, session: SessionDep, _: AdminDep
+) -> Response:
+    await service.delete_route(session, namespace, name)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{namespace}/{name}/status",
+    response_model=RouteStatus,
+    summary="Live per-backend health, load and latency on this replica",
+)
+async def route_status(
+    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
+) -> RouteStatus:
+    row = await service.stored_route(session, namespace, name)
+    gateway: Gateway = request.app.state.gateway
+    live = gateway.table.by_key.get(f"{namespace}/{name}")
+    backends: list[BackendStatus] = []
+    now = time.monotonic()
+    if live is not None:
+        for b in live.backends:
+            st = b.state
+            ejected = st.ejected and st.ejected_until > now
+            backends.append(
+                BackendStatus(
+                    name=b.cfg.name,
+                    healthy=live.healthy(b, now),
+                    ejected_until=(
+                        datetime.fromtimestamp(monotonic_to_wall(st.ejected_until), UTC)
+                        .isoformat()
+                        .replace("+00:00", "Z")
+                        if ejected
+                        else None
+                    ),
+                    in_flight=st.in_flight,
+                    effective_weight=round(live.effective_weight(b, now), 3),
+                    latency_ms_ewma=None if st.ewma_s is None else round(st.ewma_s * 1000, 3),
+                    error_rate=round(st.error_rate, 4),
+                )
+            )
+        strategy = live.strategy
+    else:
+        # Stored but not loaded yet on this replica (the reload is under way): report the
+        # configuration with neutral live values rather than nothing.
+        spec = RouteSpec.model_validate(row.spec)
+        strategy = spec.strategy
+        for bs in spec.backends:
+            backends.append(
+                BackendStatus(
+                    name=bs.name,
+                    healthy=True,
+                    ejected_until=None,
+                    in_flight=0,
+                    effective_weight=float(bs.weight),
+                    latency_ms_ewma=None,
+                    error_rate=0.0,
+                )
+            )
+    return RouteStatus(
+        revision=int(row.revision),
+        generation=int(row.generation),
+        strategy=strategy,
+        backends=backends,
+        healthy=sum(1 for b in backends if b.healthy),
+        total=len(backends),
+    )

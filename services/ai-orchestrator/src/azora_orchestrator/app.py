@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from azora_common.app import create_service_app
-from azora_orchestrator import __version__
+from azora_common.listener import RevisionListener
+from azora_orchestrator import __version__, repository
 from azora_orchestrator.api import router
+from azora_orchestrator.health import ActiveHealthChecker
+from azora_orchestrator.proxy import Gateway
 from azora_orchestrator.settings import OrchestratorSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -16,11 +21,45 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     settings = settings or OrchestratorSettings()
-    return create_service_app(
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def reload() -> None:
+            async with app.state.db.engine.connect() as conn:
+                rows = await repository.load_routes(conn)
+            gateway.install(rows)
+
+        await gateway.start()
+        listener = RevisionListener(settings.database_url, repository.ROUTES_CHANNEL, reload)
+        checker = ActiveHealthChecker(gateway)
+        try:
+            await listener.start()
+            await checker.start()
+            app.state.listener = listener
+            yield
+        finally:
+            await checker.stop()
+            await listener.stop()
+            await gateway.stop()
+
+    app = create_service_app(
         settings=settings,
         title="Azora AI Orchestrator",
         version=__version__,
-        description="An OpenAI-compatible gateway with weighted, health-aware routing.",
+        description=(
+            "An OpenAI-compatible gateway with weighted, health-aware routing. The data plane "
+            "(/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models) answers errors "
+            "in the OpenAI error shape; the admin API answers application/problem+json."
+        ),
         migrations=MIGRATIONS,
         routers=[router],
+        lifespan=lifespan,
+        # The data plane enforces its own limit (max_request_bytes) so it can answer in the
+        # OpenAI error shape; the shared guard only stops bodies far beyond it.
+        max_body_bytes=settings.max_request_bytes * 2,
     )
+    app.state.gateway = gateway
+    # Hot-path routes first, so the router matches them before anything else.
+    app.router.routes[0:0] = gateway.routes()
+    return app

@@ -23,7 +23,9 @@ class RouteRejected(ProblemError):
 def openai_error_body(
     message: str, type_: str, code: str | None = None, param: str | None = None
 ) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
 
 
 # Status -> OpenAI error type, as the official client maps them to exception classes.

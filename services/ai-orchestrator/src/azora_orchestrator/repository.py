@@ -19,7 +19,9 @@ async def lock_route(session: AsyncSession, namespace: str, name: str) -> None:
     # Serialises writers of one route even while its row does not exist yet (a FOR UPDATE
     # would lock nothing then, and two first PUTs could both insert).
     await session.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"route:{namespace}/{name}", 0)))
+        sa.select(
+            sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"route:{namespace}/{name}", 0))
+        )
     )
 
 

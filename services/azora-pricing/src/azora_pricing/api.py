@@ -2,6 +2,161 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
+
+from azora_common.auth import AdminDep, Principal, require_scope
+from azora_common.db import SessionDep
+from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
+from azora_pricing.schemas import (
+    NAME_PATTERN,
+    NAMESPACE_PATTERN,
+    SKU_PATTERN,
+    ProductIn,
+    QuoteIn,
+    RulePut,
+    SimulateIn,
+)
+from azora_pricing.service import PricingService
 
 router = APIRouter()
+
+ReadDep = Annotated[Principal, require_scope("pricing:read")]
+WriteDep = Annotated[Principal, require_scope("pricing:write")]
+Sku = Annotated[str, PathParam(pattern=SKU_PATTERN)]
+Namespace = Annotated[str, PathParam(pattern=NAMESPACE_PATTERN, max_length=63)]
+Name = Annotated[str, PathParam(pattern=NAME_PATTERN, max_length=253)]
+QuoteId = Annotated[uuid.UUID, PathParam()]
+
+
+def _service(request: Request) -> PricingService:
+    service: PricingService = request.app.state.pricing
+    return service
+
+
+# --- products -------------------------------------------------------------------------------
+
+
+@router.put("/v1/products/{sku}", tags=["products"], status_code=200)
+async def put_product(
+    sku: Sku, body: ProductIn, request: Request, session: SessionDep, _: WriteDep
+) -> Response:
+    """Create or replace a product with its prices per currency (201 when created)."""
+    document, created = await _service(request).put_product(session, sku, body)
+    return json_response(201 if created else 200, document)
+
+
+@router.get("/v1/products/{sku}", tags=["products"])
+async def get_product(
+    sku: Sku, request: Request, session: SessionDep, _: ReadDep
+) -> dict[str, Any]:
+    return await _service(request).get_product(session, sku)
+
+
+@router.get("/v1/products", tags=["products"])
+async def list_products(
+    request: Request,
+    session: SessionDep,
+    _: ReadDep,
+    after: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    return await _service(request).list_products(session, after=after, limit=limit)
+
+
+# --- quotes ---------------------------------------------------------------------------------
+
+
+@router.post("/v1/quotes", tags=["quotes"], status_code=201)
+async def create_quote(
+    body: QuoteIn, request: Request, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+) -> Response:
+    """Price a basket with a full trace; the price is held until ``expires_at``."""
+    service = _service(request)
+
+    async def handler() -> tuple[int, Any]:
+        return 201, await service.create_quote(session, body)
+
+    return await run_idempotent(
+        session,
+        key=key,
+        scope="POST /v1/quotes",
+        request_body=body.model_dump(mode="json"),
+        handler=handler,
+    )
+
+
+@router.get("/v1/quotes/{quote_id}", tags=["quotes"])
+async def get_quote(
+    quote_id: QuoteId, request: Request, session: SessionDep, _: ReadDep
+) -> dict[str, Any]:
+    return await _service(request).get_quote(session, quote_id)
+
+
+@router.post("/v1/quotes/{quote_id}/accept", tags=["quotes"], status_code=200)
+async def accept_quote(
+    quote_id: QuoteId,
+    request: Request,
+    session: SessionDep,
+    key: IdempotencyKeyDep,
+    _: WriteDep,
+) -> Response:
+    """Accept a quote, consuming its promotion redemptions atomically (idempotent)."""
+    service = _service(request)
+
+    async def handler() -> tuple[int, Any]:
+        return 200, await service.accept_quote(session, quote_id)
+
+    return await run_idempotent(
+        session,
+        key=key,
+        scope=f"POST /v1/quotes/{quote_id}/accept",
+        request_body={"quote": str(quote_id)},
+        handler=handler,
+    )
+
+
+@router.post("/v1/simulate", tags=["quotes"])
+async def simulate(
+    body: SimulateIn, request: Request, session: SessionDep, _: ReadDep
+) -> dict[str, Any]:
+    """Evaluate candidate rules against baskets; nothing is stored."""
+    return await _service(request).simulate(session, body)
+
+
+# --- admin: pricing rules -------------------------------------------------------------------
+
+
+@router.put("/admin/v1/pricing-rules/{namespace}/{name}", tags=["admin"])
+async def put_rule(
+    namespace: Namespace,
+    name: Name,
+    body: RulePut,
+    request: Request,
+    session: SessionDep,
+    _: AdminDep,
+) -> dict[str, Any]:
+    return await _service(request).put_rule(session, namespace, name, body)
+
+
+@router.delete("/admin/v1/pricing-rules/{namespace}/{name}", tags=["admin"], status_code=204)
+async def delete_rule(
+    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
+) -> Response:
+    await _service(request).delete_rule(session, namespace, name)
+    return Response(status_code=204)
+
+
+@router.get("/admin/v1/pricing-rules", tags=["admin"])
+async def list_rules(request: Request, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    return await _service(request).list_rules(session)
+
+
+@router.get("/admin/v1/pricing-rules/{namespace}/{name}/status", tags=["admin"])
+async def rule_status(
+    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
+) -> dict[str, Any]:
+    return await _service(request).rule_status(session, namespace, name)

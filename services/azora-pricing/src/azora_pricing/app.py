@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from azora_common.app import create_service_app
+from azora_common.db import Database
+from azora_common.listener import RevisionListener
 from azora_pricing import __version__
 from azora_pricing.api import router
+from azora_pricing.service import PricingService
 from azora_pricing.settings import PricingSettings
+from azora_pricing.snapshot import SnapshotHolder
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: PricingSettings | None = None) -> FastAPI:
     settings = settings or PricingSettings()
-    return create_service_app(
+    holder = SnapshotHolder()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db: Database = app.state.db
+
+        async def reload() -> None:
+            # REPEATABLE READ: revision, products and rules come from one consistent view.
+            async with db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    await holder.reload(conn)
+
+        listener = RevisionListener(settings.database_url, settings.notify_channel, reload)
+        await listener.start()
+        app.state.listener = listener
+        try:
+            yield
+        finally:
+            await listener.stop()
+
+    app = create_service_app(
         settings=settings,
         title="Azora Pricing",
         version=__version__,
         description="A dynamic pricing engine: products, rules, promotions and explainable quotes.",
         migrations=MIGRATIONS,
         routers=[router],
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "products", "description": "Products and their prices per currency."},
+            {"name": "quotes", "description": "Quotes with a full price trace; acceptance."},
+            {"name": "admin", "description": "PricingRule admin API (called by the operator)."},
+        ],
     )
+    app.state.pricing = PricingService(settings, holder)
+    app.state.snapshot = holder
+    return app

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from azora_common.settings import ServiceSettings
+from azora_pricing.engine.currency import RoundingMode, RoundingPolicy
 
 
 class PricingSettings(ServiceSettings):
@@ -12,3 +16,14 @@ class PricingSettings(ServiceSettings):
 
     service_name: str = "azora-pricing"
     port: int = 8103
+    # How long a quote's price is held for acceptance.
+    quote_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Engine-wide default; a quote request may override it with ``combination_mode``.
+    combination_mode: Literal["stack", "bestDeal"] = "stack"
+    rounding_default: RoundingMode = RoundingMode.HALF_EVEN
+    # Per-currency overrides, e.g. PRICING_ROUNDING_MODES='{"CHF": "half-up"}'.
+    rounding_modes: dict[str, RoundingMode] = Field(default_factory=dict)
+    notify_channel: str = "pricing_config"
+
+    def rounding_policy(self) -> RoundingPolicy:
+        return RoundingPolicy(self.rounding_modes, self.rounding_default)

@@ -71,9 +71,7 @@ cohorts = sa.Table(
     sa.CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity_non_negative"),
     sa.CheckConstraint("seats_taken >= 0", name="seats_taken_non_negative"),
     sa.CheckConstraint("waitlisted >= 0", name="waitlisted_non_negative"),
-    sa.CheckConstraint(
-        "capacity IS NULL OR seats_taken <= capacity", name="seats_within_capacity"
-    ),
+    sa.CheckConstraint("capacity IS NULL OR seats_taken <= capacity", name="seats_within_capacity"),
 )
 
 students = sa.Table(
@@ -139,9 +137,7 @@ enrollment_history = sa.Table(
     "enrollment_history",
     Base.metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column(
-        "enrollment_id", UUID(as_uuid=True), sa.ForeignKey("enrollments.id"), nullable=False
-    ),
+    sa.Column("enrollment_id", UUID(as_uuid=True), sa.ForeignKey("enrollments.id"), nullable=False),
     sa.Column("cohort_id", sa.BigInteger, nullable=False),
     sa.Column("from_state", sa.Text, nullable=True),
     sa.Column("to_state", sa.Text, nullable=False),
@@ -156,9 +152,7 @@ outbox = sa.Table(
     "outbox",
     Base.metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column(
-        "enrollment_id", UUID(as_uuid=True), sa.ForeignKey("enrollments.id"), nullable=False
-    ),
+    sa.Column("enrollment_id", UUID(as_uuid=True), sa.ForeignKey("enrollments.id"), nullable=False),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -167,9 +161,7 @@ outbox = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("kind IN ('charge', 'refund')", name="kind_known"),
-    sa.CheckConstraint(
-        "status IN ('pending', 'done', 'cancelled', 'failed')", name="status_known"
-    ),
+    sa.CheckConstraint("status IN ('pending', 'done', 'cancelled', 'failed')", name="status_known"),
     # One charge and at most one refund per enrollment: a second job cannot double-charge.
     sa.UniqueConstraint("enrollment_id", "kind", name="uq_outbox_enrollment_kind"),
     sa.Index("ix_outbox_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")),

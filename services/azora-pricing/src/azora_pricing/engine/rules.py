@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 
@@ -85,7 +86,7 @@ class DemandCurve:
             value = points[-1][1]
         else:
             value = points[-1][1]
-            for (f0, m0), (f1, m1) in zip(points, points[1:], strict=False):
+            for (f0, m0), (f1, m1) in pairwise(points):
                 if fill <= f1:
                     value = m0 + (m1 - m0) * (fill - f0) / (f1 - f0)
                     break

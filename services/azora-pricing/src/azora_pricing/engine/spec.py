@@ -61,10 +61,10 @@ class TargetSpec(_Spec):
     segments: list[str] | None = None
     cohorts: list[str] | None = None
     currencies: list[str] | None = None
-    minQuantity: int | None = None  # noqa: N815 - CRD field names are camelCase
-    maxQuantity: int | None = None  # noqa: N815
-    minAmount: int | None = None  # noqa: N815
-    maxAmount: int | None = None  # noqa: N815
+    minQuantity: int | None = None
+    maxQuantity: int | None = None
+    minAmount: int | None = None
+    maxAmount: int | None = None
 
 
 class WindowSpec(_Spec):
@@ -74,9 +74,9 @@ class WindowSpec(_Spec):
 
 
 class ScheduleSpec(_Spec):
-    validFrom: datetime | None = None  # noqa: N815
-    validUntil: datetime | None = None  # noqa: N815
-    timeZone: str = "UTC"  # noqa: N815
+    validFrom: datetime | None = None
+    validUntil: datetime | None = None
+    timeZone: str = "UTC"
     windows: list[WindowSpec] = Field(default_factory=list)
 
 
@@ -92,24 +92,24 @@ class DemandCurveSpec(_Spec):
 
 
 class ActionSpec(_Spec):
-    percentOff: Decimal | None = None  # noqa: N815
-    amountOff: MoneySpec | None = None  # noqa: N815
-    fixedPrice: MoneySpec | None = None  # noqa: N815
+    percentOff: Decimal | None = None
+    amountOff: MoneySpec | None = None
+    fixedPrice: MoneySpec | None = None
     multiplier: Decimal | None = None
-    demandCurve: DemandCurveSpec | None = None  # noqa: N815
+    demandCurve: DemandCurveSpec | None = None
 
 
 class CapsSpec(_Spec):
-    maxDiscount: MoneySpec | None = None  # noqa: N815
-    priceFloor: MoneySpec | None = None  # noqa: N815
+    maxDiscount: MoneySpec | None = None
+    priceFloor: MoneySpec | None = None
 
 
 class PromotionSpec(_Spec):
     code: str
-    maxRedemptions: int | None = None  # noqa: N815
-    perCustomerLimit: int | None = None  # noqa: N815
-    firstPurchaseOnly: bool = False  # noqa: N815
-    minAmount: MoneySpec | None = None  # noqa: N815
+    maxRedemptions: int | None = None
+    perCustomerLimit: int | None = None
+    firstPurchaseOnly: bool = False
+    minAmount: MoneySpec | None = None
 
 
 class RuleSpec(_Spec):
@@ -141,7 +141,6 @@ def parse_rule_spec(raw: Any) -> RuleSpec:
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TIME = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])$")
-_ZERO = Decimal(0)
 
 
 def _minutes(value: str, field: str, *, allow_24: bool) -> int:
@@ -206,24 +205,33 @@ def _money(spec: MoneySpec, field: str, currencies: dict[str, str], *, positive:
     return spec.amount
 
 
+def _plausible_factor(value: Decimal) -> bool:
+    # Bounded so that no arithmetic on it can overflow the decimal context.
+    return value.is_finite() and 0 < value <= 1000
+
+
 def _curve(spec: DemandCurveSpec) -> DemandCurve:
     base = "action.demandCurve"
     if not spec.points:
         raise SpecError("InvalidDemandCurve", f"{base}.points", "at least one point is required")
     points: list[tuple[Decimal, Decimal]] = []
     for i, point in enumerate(spec.points):
-        if not point.fill.is_finite() or point.fill < 0:
-            raise SpecError("InvalidDemandCurve", f"{base}.points[{i}].fill", "must be >= 0")
+        if not point.fill.is_finite() or point.fill < 0 or point.fill > 1000:
+            raise SpecError(
+                "InvalidDemandCurve", f"{base}.points[{i}].fill", "must be >= 0 and <= 1000"
+            )
         if points and point.fill <= points[-1][0]:
             raise SpecError(
                 "InvalidDemandCurve", f"{base}.points[{i}].fill", "fills must strictly increase"
             )
-        if not point.multiplier.is_finite() or point.multiplier <= 0:
-            raise SpecError("InvalidDemandCurve", f"{base}.points[{i}].multiplier", "must be > 0")
+        if not _plausible_factor(point.multiplier):
+            raise SpecError(
+                "InvalidDemandCurve", f"{base}.points[{i}].multiplier", "must be > 0 and <= 1000"
+            )
         points.append((point.fill, point.multiplier))
     for name, value in (("floor", spec.floor), ("ceiling", spec.ceiling)):
-        if value is not None and (not value.is_finite() or value <= 0):
-            raise SpecError("InvalidDemandCurve", f"{base}.{name}", "must be > 0")
+        if value is not None and not _plausible_factor(value):
+            raise SpecError("InvalidDemandCurve", f"{base}.{name}", "must be > 0 and <= 1000")
     if spec.floor is not None and spec.ceiling is not None and spec.floor > spec.ceiling:
         raise SpecError("InvalidDemandCurve", f"{base}.ceiling", "must be >= floor")
     return DemandCurve(tuple(points), spec.floor, spec.ceiling)
@@ -251,7 +259,7 @@ def _action(spec: ActionSpec, currencies: dict[str, str]) -> Action:
         return Action(ActionKind.FIXED_PRICE, amount=amount)
     if spec.multiplier is not None:
         m = spec.multiplier
-        if not m.is_finite() or m <= 0 or m > 1000:
+        if not _plausible_factor(m):
             raise SpecError("InvalidMultiplier", "action.multiplier", "must be > 0 and <= 1000")
         return Action(ActionKind.MULTIPLIER, multiplier=m)
     assert spec.demandCurve is not None
@@ -303,7 +311,9 @@ def compile_rule(
                 spec.caps.maxDiscount, "caps.maxDiscount", currencies, positive=False
             )
         if spec.caps.priceFloor is not None:
-            price_floor = _money(spec.caps.priceFloor, "caps.priceFloor", currencies, positive=False)
+            price_floor = _money(
+                spec.caps.priceFloor, "caps.priceFloor", currencies, positive=False
+            )
     promotion = None
     if spec.promotion is not None:
         p = spec.promotion
@@ -371,19 +381,19 @@ def compile_rule(
 
 
 class TierSpec(_Spec):
-    upTo: int | None = Field(default=None, ge=1)  # noqa: N815
-    unitAmount: int = Field(ge=0, le=10**12)  # noqa: N815
-    flatAmount: int = Field(default=0, ge=0, le=10**12)  # noqa: N815
+    upTo: int | None = Field(default=None, ge=1)
+    unitAmount: int = Field(ge=0, le=10**12)
+    flatAmount: int = Field(default=0, ge=0, le=10**12)
 
 
 class PriceSpec(_Spec):
     model: Literal["perUnit", "graduated", "volume", "package"] = "perUnit"
-    unitAmount: int | None = Field(default=None, ge=0, le=10**12)  # noqa: N815
+    unitAmount: int | None = Field(default=None, ge=0, le=10**12)
     tiers: list[TierSpec] | None = Field(default=None, max_length=100)
-    packageSize: int | None = Field(default=None, ge=1, le=10**9)  # noqa: N815
-    packageAmount: int | None = Field(default=None, ge=0, le=10**12)  # noqa: N815
-    packageRounding: Literal["up", "down"] = "up"  # noqa: N815
-    flatFee: int = Field(default=0, ge=0, le=10**12)  # noqa: N815
+    packageSize: int | None = Field(default=None, ge=1, le=10**9)
+    packageAmount: int | None = Field(default=None, ge=0, le=10**12)
+    packageRounding: Literal["up", "down"] = "up"
+    flatFee: int = Field(default=0, ge=0, le=10**12)
 
 
 def compile_price(spec: PriceSpec, field: str) -> PriceModel:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import ssl
 import subprocess
 import time
@@ -107,6 +108,12 @@ class LocalControlPlane:
         if self.etcd_port is None:
             raise RuntimeError("control plane not started")
         return f"http://127.0.0.1:{self.etcd_port}"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Process ids of the running components, by name (``etcd``, ``kube-apiserver``)."""
+        procs = (self._etcd, self._apiserver)
+        return {p.name: p.pid for p in procs if p is not None and p.pid is not None}
 
     @property
     def running(self) -> bool:
@@ -225,6 +232,9 @@ class LocalControlPlane:
             ],
             log_path=self.log_dir / "kube-apiserver.log",
             cwd=self.work_dir,
+            # If we die, etcd goes too and a SIGTERM-ed apiserver would spend a long time
+            # retrying etcd during its graceful shutdown: nothing to save, so kill it.
+            death_signal=signal.SIGKILL,
         )
         self._apiserver.start()
         wait_until(

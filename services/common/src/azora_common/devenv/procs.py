@@ -122,7 +122,9 @@ class ManagedProcess:
     ``stop_signal`` is the graceful signal (``SIGINT`` is PostgreSQL's "fast shutdown");
     with ``signal_group`` it goes to the whole process group, otherwise to the leader only.
     Whatever is left of the group after the leader exits (or after ``stop``'s timeout) is
-    ``SIGKILL``-ed.
+    ``SIGKILL``-ed. ``death_signal`` (default: ``stop_signal``) is what the kernel sends the
+    child if this process dies without stopping it (Linux ``PR_SET_PDEATHSIG``; only set when
+    started from the main thread).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class ManagedProcess:
         run_as: RunAs | None = None,
         stop_signal: int = signal.SIGTERM,
         signal_group: bool = True,
+        death_signal: int | None = None,
     ) -> None:
         self.name = name
         self.argv = [os.fspath(a) for a in argv]
@@ -145,6 +148,7 @@ class ManagedProcess:
         self.run_as = run_as
         self.stop_signal = stop_signal
         self.signal_group = signal_group
+        self.death_signal = stop_signal if death_signal is None else death_signal
         self._proc: subprocess.Popen[bytes] | None = None
         self._pgid: int | None = None
 
@@ -162,7 +166,7 @@ class ManagedProcess:
             preexec = None
             if threading.current_thread() is threading.main_thread():
                 # PDEATHSIG fires when the *thread* that forked exits: only safe from main.
-                preexec = _pdeathsig_preexec(self.stop_signal, os.getpid())
+                preexec = _pdeathsig_preexec(self.death_signal, os.getpid())
             self._proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,

@@ -17,9 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _TS = sa.DateTime(timezone=True)
-_ACTIVE = (
-    "state IN ('pending_payment', 'enrolled', 'offered', 'waitlisted', 'completed')"
-)
+_ACTIVE = "state IN ('pending_payment', 'enrolled', 'offered', 'waitlisted', 'completed')"
 _ALL = (
     "state IN ('pending_payment', 'enrolled', 'waitlisted', 'offered', 'offer_expired', "
     "'declined', 'dropped', 'completed', 'rejected')"

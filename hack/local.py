@@ -1,0 +1,387 @@
+"""``make up`` / ``make down`` / ``make status``: the whole platform as local processes.
+
+``up`` starts a detached *supervisor* (this file, ``supervise``) and waits until it reports
+ready. The supervisor owns every child (PostgreSQL, etcd + kube-apiserver, the four services,
+the operator): they are tied to it with PDEATHSIG, so nothing outlives it. ``down`` sends it
+SIGTERM; it stops the children in reverse order and exits. State lives under ``.local/``:
+data survives ``down``/``up``; ports and tokens are chosen once and kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azora_common.devenv.kube import LocalControlPlane
+from azora_common.devenv.postgres import LocalPostgres
+from azora_common.devenv.procs import ManagedProcess, free_port, port_is_open
+
+ROOT = Path(__file__).resolve().parent.parent
+# AZORA_LOCAL_DIR and AZORA_PORT_BASE let a test (or a second checkout) run its own copy.
+STATE = Path(os.environ.get("AZORA_LOCAL_DIR", ROOT / ".local")).absolute()
+PORT_BASE = int(os.environ.get("AZORA_PORT_BASE", "8100"))
+STATE_FILE = STATE / "state.json"
+ENV_FILE = STATE / "azora.env"
+PID_FILE = STATE / "supervisor.pid"
+READY_FILE = STATE / "supervisor.ready"
+FAILED_FILE = STATE / "supervisor.failed"
+LOG_DIR = STATE / "logs"
+BIN = Path(sys.executable).parent
+
+log = logging.getLogger("azora.local")
+
+
+@dataclass(frozen=True)
+class Service:
+    key: str
+    script: str
+    prefix: str
+    port: int
+    database: str
+
+
+SERVICES = [
+    Service("enrollment", "azora-enrollment", "ENROLLMENT_", PORT_BASE + 1, "azora_enrollment"),
+    Service("ledger", "azora-ledger", "LEDGER_", PORT_BASE + 2, "azora_ledger"),
+    Service("pricing", "azora-pricing", "PRICING_", PORT_BASE + 3, "azora_pricing"),
+    Service(
+        "orchestrator", "azora-orchestrator", "ORCHESTRATOR_", PORT_BASE + 4, "azora_orchestrator"
+    ),
+]
+OPERATOR_PORT = PORT_BASE + 5
+
+
+def load_state() -> dict[str, Any]:
+    if STATE_FILE.exists():
+        state: dict[str, Any] = json.loads(STATE_FILE.read_text())
+        return state
+    state = {
+        "pg_port": free_port(),
+        "etcd_port": free_port(),
+        "apiserver_port": free_port(),
+        "admin_token": secrets.token_urlsafe(24),
+        "api_token": secrets.token_urlsafe(24),
+    }
+    STATE.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+    STATE_FILE.chmod(0o600)
+    return state
+
+
+def service_url(svc: Service) -> str:
+    return f"http://127.0.0.1:{svc.port}"
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def supervisor_pid() -> int | None:
+    try:
+        pid = int(PID_FILE.read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+# -- the supervisor ----------------------------------------------------------------------------
+
+
+class Supervisor:
+    def __init__(self, only: str | None) -> None:
+        self.only = only
+        self.state = load_state()
+        self.pg: LocalPostgres | None = None
+        self.cluster: LocalControlPlane | None = None
+        self.children: dict[str, ManagedProcess] = {}
+        self.stopping = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self.start_all()
+            READY_FILE.write_text(str(time.time()))
+            while not self.stopping:
+                self.watch()
+                time.sleep(1.0)
+        except Exception as exc:
+            log.exception("start-up failed")
+            FAILED_FILE.write_text(f"{type(exc).__name__}: {exc}")
+            return 1
+        finally:
+            self.stop_all()
+        return 0
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def start_all(self) -> None:
+        s = self.state
+        if self.only in (None, "cluster"):
+            self.cluster = LocalControlPlane(
+                STATE / "cluster", etcd_port=s["etcd_port"], apiserver_port=s["apiserver_port"]
+            )
+            self.cluster.start()
+        if self.only == "cluster":
+            self.write_env()
+            return
+        self.pg = LocalPostgres(STATE / "pg" / "data", port=s["pg_port"])
+        self.pg.start()
+        for svc in SERVICES:
+            self.pg.create_database(svc.database)
+        for svc in SERVICES:
+            self.children[svc.key] = self.service_process(svc)
+            self.children[svc.key].start()
+        for svc in SERVICES:
+            self.wait_ready(svc.key, service_url(svc) + "/readyz")
+        self.write_env()
+        assert self.cluster is not None
+        crds = sorted((ROOT / "crds").glob("*.yaml"))
+        if crds:
+            self.cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            self.cluster.kubectl(
+                "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
+            )
+        if (ROOT / "operator" / "src" / "azora_operator" / "cli.py").exists():
+            self.children["operator"] = self.operator_process()
+            self.children["operator"].start()
+            self.wait_ready("operator", f"http://127.0.0.1:{OPERATOR_PORT}/healthz")
+        if crds and any((ROOT / "examples").glob("*.yaml")):
+            self.cluster.kubectl("apply", "-f", str(ROOT / "examples"))
+
+    def service_env(self, svc: Service) -> dict[str, str]:
+        assert self.pg is not None
+        s = self.state
+        p = svc.prefix
+        env = {
+            **os.environ,
+            f"{p}DATABASE_URL": self.pg.url(svc.database),
+            f"{p}PORT": str(svc.port),
+            f"{p}ADMIN_TOKEN": s["admin_token"],
+            f"{p}API_TOKENS": json.dumps({s["api_token"]: ["*"]}),
+        }
+        if svc.key == "enrollment":
+            env[f"{p}PRICING_URL"] = service_url(SERVICES[2])
+            env[f"{p}LEDGER_URL"] = service_url(SERVICES[1])
+            env[f"{p}SERVICE_TOKEN"] = s["api_token"]
+        return env
+
+    def service_process(self, svc: Service) -> ManagedProcess:
+        return ManagedProcess(
+            svc.key,
+            [BIN / svc.script, "serve", "--migrate"],
+            log_path=LOG_DIR / f"{svc.key}.log",
+            env=self.service_env(svc),
+        )
+
+    def operator_process(self) -> ManagedProcess:
+        assert self.cluster is not None
+        s = self.state
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "AZORA_OPERATOR_ENROLLMENT_URL": service_url(SERVICES[0]),
+            "AZORA_OPERATOR_PRICING_URL": service_url(SERVICES[2]),
+            "AZORA_OPERATOR_ORCHESTRATOR_URL": service_url(SERVICES[3]),
+            "AZORA_OPERATOR_ADMIN_TOKEN": s["admin_token"],
+            "AZORA_OPERATOR_PORT": str(OPERATOR_PORT),
+        }
+        return ManagedProcess(
+            "operator",
+            [BIN / "azora-operator", "run"],
+            log_path=LOG_DIR / "operator.log",
+            env=env,
+        )
+
+    def wait_ready(self, key: str, url: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.children[key].check_alive()
+            if http_ok(url):
+                log.info("%s ready", key)
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{key} not ready after {timeout}s: {self.children[key].log_tail()}")
+
+    def watch(self) -> None:
+        # A crashed service is restarted (its log keeps the reason); PostgreSQL and the
+        # control plane are not: if they die, the supervisor stops everything.
+        for key, proc in self.children.items():
+            if not proc.is_running() and not self.stopping:
+                log.warning("%s exited with %s; restarting", key, proc.returncode)
+                proc.start()
+
+    def write_env(self) -> None:
+        s = self.state
+        lines = [
+            "# Written by `make up`. Source it: `. .local/azora.env`",
+            f"export AZORA_ADMIN_TOKEN={s['admin_token']}",
+            f"export AZORA_API_TOKEN={s['api_token']}",
+        ]
+        if self.cluster is not None:
+            lines.append(f"export KUBECONFIG={self.cluster.kubeconfig}")
+        if self.pg is not None:
+            lines.append(f"export AZORA_DATABASE_URL={self.pg.url('postgres')}")
+            for svc in SERVICES:
+                lines.append(f"export AZORA_{svc.key.upper()}_URL={service_url(svc)}")
+            lines.append(f"export AZORA_OPERATOR_URL=http://127.0.0.1:{OPERATOR_PORT}")
+        ENV_FILE.write_text("\n".join(lines) + "\n")
+        ENV_FILE.chmod(0o600)
+
+    def stop_all(self) -> None:
+        for key in ["operator", *[s.key for s in reversed(SERVICES)]]:
+            proc = self.children.pop(key, None)
+            if proc is not None:
+                proc.stop()
+        if self.pg is not None:
+            self.pg.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+        for f in (PID_FILE, READY_FILE):
+            f.unlink(missing_ok=True)
+
+
+# -- the commands --------------------------------------------------------------------------------
+
+
+def cmd_up(only: str | None, timeout: float) -> int:
+    if supervisor_pid() is not None:
+        print("already running; `make status` shows what runs, `make down` stops it")
+        return 0
+    for svc in SERVICES if only is None else []:
+        if port_is_open("127.0.0.1", svc.port):
+            print(f"port {svc.port} ({svc.key}) is taken by another process", file=sys.stderr)
+            return 1
+    STATE.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for f in (READY_FILE, FAILED_FILE):
+        f.unlink(missing_ok=True)
+    started = time.monotonic()
+    argv = [sys.executable, __file__, "supervise"] + (["--only", only] if only else [])
+    with (LOG_DIR / "supervisor.log").open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+    PID_FILE.write_text(str(proc.pid))
+    print(f"starting Azora (logs in {LOG_DIR}) ...", flush=True)
+    while time.monotonic() - started < timeout:
+        if READY_FILE.exists():
+            break
+        if FAILED_FILE.exists() or proc.poll() is not None:
+            print(
+                "start-up failed: "
+                + (
+                    FAILED_FILE.read_text()
+                    if FAILED_FILE.exists()
+                    else "see .local/logs/supervisor.log"
+                ),
+                file=sys.stderr,
+            )
+            cmd_down()
+            return 1
+        time.sleep(0.25)
+    else:
+        print(f"not ready after {timeout:.0f}s; see .local/logs/", file=sys.stderr)
+        cmd_down()
+        return 1
+    print(f"Azora is up in {time.monotonic() - started:.1f}s.\n")
+    summary(only)
+    return 0
+
+
+def summary(only: str | None) -> None:
+    state = load_state()
+    if only is None:
+        for svc in SERVICES:
+            url = service_url(svc)
+            print(f"  {svc.key:<13} {url}   docs: {url}/docs")
+        print(f"  {'operator':<13} http://127.0.0.1:{OPERATOR_PORT}/healthz")
+    print(f"  {'kube-apiserver':<13} https://127.0.0.1:{state['apiserver_port']}")
+    print("\n  . .local/azora.env    # KUBECONFIG, AZORA_ADMIN_TOKEN, AZORA_API_TOKEN, AZORA_*_URL")
+    print("  kubectl get azora -A  # the platform's custom resources")
+
+
+def cmd_down() -> int:
+    pid = supervisor_pid()
+    if pid is None:
+        print("nothing running")
+        PID_FILE.unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def cmd_status() -> int:
+    pid = supervisor_pid()
+    if pid is None:
+        print("Azora is not running (`make up` starts it)")
+        return 0
+    print(f"supervisor pid {pid}")
+    for svc in SERVICES:
+        ready = http_ok(service_url(svc) + "/readyz")
+        print(f"  {svc.key:<13} {service_url(svc):<24} {'ready' if ready else 'NOT READY'}")
+    op = http_ok(f"http://127.0.0.1:{OPERATOR_PORT}/healthz")
+    print(
+        f"  {'operator':<13} {'http://127.0.0.1:' + str(OPERATOR_PORT):<24} "
+        f"{'ready' if op else 'NOT READY'}"
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="hack/local.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--only", choices=["cluster"], default=None)
+    up.add_argument("--timeout", type=float, default=180.0)
+    sup = sub.add_parser("supervise")
+    sup.add_argument("--only", choices=["cluster"], default=None)
+    sub.add_parser("down")
+    sub.add_parser("status")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "up":
+        return cmd_up(args.only, args.timeout)
+    if args.command == "supervise":
+        return Supervisor(args.only).run()
+    if args.command == "down":
+        return cmd_down()
+    return cmd_status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Active health checks: ``GET <backend url><path>`` on each route's interval.
+
+A backend fails ``active_unhealthy_threshold`` checks in a row -> no traffic; one passing check
+brings it back through slow start. Passive ejection (from real traffic) is separate: a backend
+must pass both to receive requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+
+from azora_orchestrator.proxy import Gateway
+from azora_orchestrator.routing import Backend, Route
+
+log = logging.getLogger("azora.orchestrator.health")
+
+
+class ActiveHealthChecker:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._task: asyncio.Task[None] | None = None
+        # Next due time per backend state; states survive swaps, so do the schedules.
+        self._due: dict[int, float] = {}
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="active-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("active health round failed")
+            await asyncio.sleep(self._sleep())
+
+    def _sleep(self) -> float:
+        intervals = [
+            r.active_interval_s for r in self.gateway.table.by_key.values() if r.active_path
+        ]
+        if not intervals:
+            return 0.5
+        return max(0.05, min(0.5, min(intervals) / 4))
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        checks = []
+        for route in self.gateway.table.by_key.values():
+            if not route.active_path:
+                continue
+            for backend in route.backends:
+                key = id(backend.state)
+                if self._due.get(key, 0.0) > now:
+                    continue
+                self._due[key] = now + route.active_interval_s
+                checks.append(self._check(route, backend))
+        if checks:
+            await asyncio.gather(*checks)
+
+    async def _check(self, route: Route, backend: Backend) -> None:
+        session = self.gateway.session
+        url = backend.cfg.health_url
+        if session is None or url is None:
+            return
+        headers = {k: v for k, v in backend.cfg.headers.items() if k != "Content-Type"}
+        timeout = aiohttp.ClientTimeout(total=self.gateway.settings.active_check_timeout_s)
+        try:
+            async with session.get(url, headers=headers, timeout=timeout) as resp:
+                await resp.read()
+                ok = 200 <= resp.status < 300
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        route.mark_active(
+            backend, ok, time.monotonic(), self.gateway.settings.active_unhealthy_threshold
+        )

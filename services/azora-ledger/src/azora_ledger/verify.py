@@ -1,0 +1,58 @@
+"""Recompute every balance from the postings and check every invariant.
+
+Run by ``azora-ledger verify`` and ``POST /admin/v1/verify``; the result is exported as
+``azora_ledger_verify_ok`` so an alert fires when the books stop adding up.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from azora_ledger import repository as repo
+from azora_ledger.metrics import VERIFY_LAST_RUN, VERIFY_OK, VERIFY_PROBLEMS
+
+CHECKS = {
+    "account_totals": "account running totals equal the sum of their postings",
+    "unbalanced_transactions": "every transaction's debits equal its credits per currency",
+    "currency_totals": "across all accounts, debits equal credits per currency",
+    "flags": "every balance flag and overdraft limit holds",
+    "running_balances": "each account's last statement balance equals its totals",
+    "daily_volumes": "daily volumes (for point-in-time balances) equal their postings",
+    "resolved_pending": "every posted pending transaction has its post transaction",
+}
+
+
+async def verify(conn: asyncpg.Connection) -> dict[str, Any]:
+    started = time.perf_counter()
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        found = await repo.verify_queries(conn)
+        counts = await repo.verify_counts(conn)
+    checks = []
+    for name, rows in found.items():
+        VERIFY_PROBLEMS.labels(name).set(len(rows))
+        checks.append(
+            {
+                "check": name,
+                "description": CHECKS[name],
+                "ok": not rows,
+                "problems": [{k: _plain(v) for k, v in dict(r).items()} for r in rows[:20]],
+            }
+        )
+    ok = all(c["ok"] for c in checks)
+    VERIFY_OK.set(1 if ok else 0)
+    VERIFY_LAST_RUN.set(time.time())
+    return {
+        "ok": ok,
+        "checked": counts,
+        "checks": checks,
+        "duration_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, int | str | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,303 @@
+"""All SQL of azora-pricing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from azora_pricing.models import (
+    pricing_rules,
+    pricing_state,
+    products,
+    promotions,
+    quotes,
+    redemptions,
+    rule_revisions,
+)
+
+Executor = AsyncSession | AsyncConnection
+
+
+# --- revisions ------------------------------------------------------------------------------
+
+
+async def bump_revision(session: AsyncSession) -> int:
+    # The UPDATE locks the single state row until commit: concurrent writers queue here, so
+    # revisions are handed out in commit order and a listener never sees N+1 before N.
+    result = await session.execute(
+        sa.update(pricing_state)
+        .where(pricing_state.c.id == 1)
+        .values(revision=pricing_state.c.revision + 1)
+        .returning(pricing_state.c.revision)
+    )
+    return int(result.scalar_one())
+
+
+async def current_revision(executor: Executor) -> int:
+    result = await executor.execute(
+        sa.select(pricing_state.c.revision).where(pricing_state.c.id == 1)
+    )
+    return int(result.scalar_one())
+
+
+async def lock_key(session: AsyncSession, kind: str, key: str) -> None:
+    """Serialise writers of one logical key (which may not have a row yet) until commit."""
+    await session.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"{kind}:{key}", 0)))
+    )
+
+
+# --- products -------------------------------------------------------------------------------
+
+
+async def all_products(executor: Executor) -> Sequence[Row[Any]]:
+    return (await executor.execute(sa.select(products))).all()
+
+
+async def get_product(session: AsyncSession, sku: str) -> Row[Any] | None:
+    return (await session.execute(sa.select(products).where(products.c.sku == sku))).first()
+
+
+async def list_products(session: AsyncSession, *, after: str | None, limit: int) -> list[Row[Any]]:
+    query = sa.select(products).order_by(products.c.sku).limit(limit)
+    if after is not None:
+        query = query.where(products.c.sku > after)
+    return list((await session.execute(query)).all())
+
+
+async def upsert_product(
+    session: AsyncSession,
+    *,
+    sku: str,
+    name: str,
+    labels: list[str],
+    active: bool,
+    prices: dict[str, Any],
+    revision: int,
+    now: datetime,
+) -> tuple[Row[Any], bool]:
+    stmt = insert(products).values(
+        sku=sku,
+        name=name,
+        labels=labels,
+        active=active,
+        prices=prices,
+        revision=revision,
+        created_at=now,
+        updated_at=now,
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[products.c.sku],
+        set_={
+            "name": stmt.excluded.name,
+            "labels": stmt.excluded.labels,
+            "active": stmt.excluded.active,
+            "prices": stmt.excluded.prices,
+            "revision": stmt.excluded.revision,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(*products.c, (sa.literal_column("xmax") == 0).label("inserted"))
+    row = (await session.execute(upsert)).one()
+    return row, bool(row.inserted)
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+async def all_rules(executor: Executor) -> Sequence[Row[Any]]:
+    return (await executor.execute(sa.select(pricing_rules))).all()
+
+
+async def get_rule(session: AsyncSession, namespace: str, name: str) -> Row[Any] | None:
+    result = await session.execute(
+        sa.select(pricing_rules).where(
+            pricing_rules.c.namespace == namespace, pricing_rules.c.name == name
+        )
+    )
+    return result.first()
+
+
+async def list_rules(session: AsyncSession) -> list[Row[Any]]:
+    result = await session.execute(
+        sa.select(pricing_rules).order_by(pricing_rules.c.namespace, pricing_rules.c.name)
+    )
+    return list(result.all())
+
+
+async def store_rule(
+    session: AsyncSession,
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int,
+    spec: dict[str, Any],
+    revision: int,
+    now: datetime,
+) -> None:
+    stmt = insert(pricing_rules).values(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        generation=generation,
+        spec=spec,
+        revision=revision,
+        updated_at=now,
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[pricing_rules.c.namespace, pricing_rules.c.name],
+            set_={
+                "uid": stmt.excluded.uid,
+                "generation": stmt.excluded.generation,
+                "spec": stmt.excluded.spec,
+                "revision": stmt.excluded.revision,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+    await session.execute(
+        sa.insert(rule_revisions).values(
+            revision=revision,
+            namespace=namespace,
+            name=name,
+            generation=generation,
+            spec=spec,
+            created_at=now,
+        )
+    )
+
+
+async def delete_rule(
+    session: AsyncSession,
+    *,
+    namespace: str,
+    name: str,
+    generation: int,
+    revision: int,
+    now: datetime,
+) -> None:
+    await session.execute(
+        sa.delete(pricing_rules).where(
+            pricing_rules.c.namespace == namespace, pricing_rules.c.name == name
+        )
+    )
+    await session.execute(
+        sa.insert(rule_revisions).values(
+            revision=revision,
+            namespace=namespace,
+            name=name,
+            generation=generation,
+            spec=None,
+            created_at=now,
+        )
+    )
+
+
+# --- promotions -----------------------------------------------------------------------------
+
+
+async def get_promotion(session: AsyncSession, code: str) -> Row[Any] | None:
+    return (await session.execute(sa.select(promotions).where(promotions.c.code == code))).first()
+
+
+async def lock_promotion(session: AsyncSession, code: str) -> Row[Any] | None:
+    return (
+        await session.execute(
+            sa.select(promotions).where(promotions.c.code == code).with_for_update()
+        )
+    ).first()
+
+
+async def upsert_promotion(
+    session: AsyncSession,
+    *,
+    code: str,
+    namespace: str,
+    name: str,
+    max_redemptions: int | None,
+    per_customer_limit: int | None,
+    first_purchase_only: bool,
+    now: datetime,
+) -> None:
+    stmt = insert(promotions).values(
+        code=code,
+        rule_namespace=namespace,
+        rule_name=name,
+        max_redemptions=max_redemptions,
+        per_customer_limit=per_customer_limit,
+        first_purchase_only=first_purchase_only,
+        updated_at=now,
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[promotions.c.code],
+            set_={
+                "rule_namespace": stmt.excluded.rule_namespace,
+                "rule_name": stmt.excluded.rule_name,
+                "max_redemptions": stmt.excluded.max_redemptions,
+                "per_customer_limit": stmt.excluded.per_customer_limit,
+                "first_purchase_only": stmt.excluded.first_purchase_only,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    )
+
+
+async def count_redemptions(
+    session: AsyncSession, code: str, customer_id: str | None = None
+) -> int:
+    query = sa.select(sa.func.count()).select_from(redemptions).where(redemptions.c.code == code)
+    if customer_id is not None:
+        query = query.where(redemptions.c.customer_id == customer_id)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def insert_redemption(
+    session: AsyncSession, *, code: str, quote_id: uuid.UUID, customer_id: str | None, now: datetime
+) -> None:
+    await session.execute(
+        sa.insert(redemptions).values(
+            code=code, quote_id=quote_id, customer_id=customer_id, created_at=now
+        )
+    )
+
+
+async def customer_has_purchase(session: AsyncSession, customer_id: str) -> bool:
+    query = sa.select(
+        sa.exists().where(quotes.c.customer_id == customer_id, quotes.c.status == "accepted")
+    )
+    return bool((await session.execute(query)).scalar_one())
+
+
+# --- quotes ---------------------------------------------------------------------------------
+
+
+async def insert_quote(session: AsyncSession, **values: Any) -> None:
+    await session.execute(sa.insert(quotes).values(**values))
+
+
+async def get_quote(
+    session: AsyncSession, quote_id: uuid.UUID, *, for_update: bool = False
+) -> Row[Any] | None:
+    query = sa.select(quotes).where(quotes.c.id == quote_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def mark_accepted(
+    session: AsyncSession, quote_id: uuid.UUID, *, now: datetime, response: dict[str, Any]
+) -> None:
+    await session.execute(
+        sa.update(quotes)
+        .where(quotes.c.id == quote_id)
+        .values(status="accepted", accepted_at=now, accept_response=response)
+    )

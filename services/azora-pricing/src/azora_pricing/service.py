@@ -1,0 +1,509 @@
+"""Business rules of azora-pricing: products, quotes, acceptance, simulation, rule admin.
+
+No HTTP here; the request's session is the unit of work (committed by the dependency).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_common.errors import NotFound, StaleGeneration
+from azora_common.listener import notify
+from azora_pricing import repository
+from azora_pricing.engine.currency import is_currency
+from azora_pricing.engine.evaluate import (
+    CombinationMode,
+    LineInput,
+    QuoteInput,
+    QuoteInputError,
+    QuoteResult,
+    evaluate,
+)
+from azora_pricing.engine.index import PricingSnapshot, RuleIndex
+from azora_pricing.engine.rules import Rule
+from azora_pricing.engine.spec import SpecError, compile_price, compile_rule
+from azora_pricing.engine.trace import result_document
+from azora_pricing.errors import (
+    InvalidQuote,
+    InvalidSpec,
+    PromotionCodeRejected,
+    PromotionCustomerLimit,
+    PromotionExhausted,
+    PromotionFirstPurchaseOnly,
+    QuoteExpired,
+)
+from azora_pricing.metrics import (
+    ACCEPTS,
+    EVALUATION_SECONDS,
+    QUOTES,
+    REDEMPTIONS,
+    RULE_APPLICATIONS,
+    SHADOW_HITS,
+)
+from azora_pricing.schemas import ProductIn, QuoteIn, RulePut, SimulateIn
+from azora_pricing.settings import PricingSettings
+from azora_pricing.snapshot import SnapshotHolder
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _quote_input(body: QuoteIn, *, first_purchase: bool) -> QuoteInput:
+    return QuoteInput(
+        currency=body.currency,
+        lines=[LineInput(line.product, line.quantity) for line in body.lines],
+        customer_id=body.customer.id,
+        segment=body.customer.segment,
+        codes=body.codes,
+        fill_ratio=body.context.fillRatio,
+        cohort=body.context.cohort,
+        first_purchase=first_purchase,
+    )
+
+
+@dataclass
+class PricingService:
+    settings: PricingSettings
+    holder: SnapshotHolder
+
+    # --- engine ---------------------------------------------------------------------------
+
+    def _evaluate(
+        self, snapshot: PricingSnapshot, quote: QuoteInput, at: datetime, mode: str | None
+    ) -> QuoteResult:
+        combination = CombinationMode(mode or self.settings.combination_mode)
+        rounding = self.settings.rounding_policy().mode(quote.currency)
+        started = time.perf_counter()
+        try:
+            return evaluate(snapshot, quote, at, mode=combination, rounding=rounding)
+        except QuoteInputError as exc:
+            raise InvalidQuote(exc.field, exc.reason) from None
+        finally:
+            EVALUATION_SECONDS.observe(time.perf_counter() - started)
+
+    # --- products -------------------------------------------------------------------------
+
+    async def put_product(
+        self, session: AsyncSession, sku: str, body: ProductIn
+    ) -> tuple[dict[str, Any], bool]:
+        for currency, spec in body.prices.items():
+            try:
+                compile_price(spec, f"prices.{currency}")
+            except SpecError as exc:
+                raise InvalidSpec(exc.reason, exc.field, exc.detail) from None
+        for currency in body.prices:
+            if not is_currency(currency):
+                raise InvalidSpec(
+                    "UnknownCurrency", f"prices.{currency}", f"{currency!r} is not ISO 4217"
+                )
+        revision = await repository.bump_revision(session)
+        row, created = await repository.upsert_product(
+            session,
+            sku=sku,
+            name=body.name,
+            labels=sorted(set(body.labels)),
+            active=body.active,
+            prices={c: p.model_dump(exclude_none=True) for c, p in body.prices.items()},
+            revision=revision,
+            now=_now(),
+        )
+        await notify(session, self.settings.notify_channel, f"product:{sku}")
+        return product_document(row), created
+
+    async def get_product(self, session: AsyncSession, sku: str) -> dict[str, Any]:
+        row = await repository.get_product(session, sku)
+        if row is None:
+            raise NotFound(f"product {sku!r} does not exist")
+        return product_document(row)
+
+    async def list_products(
+        self, session: AsyncSession, *, after: str | None, limit: int
+    ) -> dict[str, Any]:
+        rows = await repository.list_products(session, after=after, limit=limit)
+        items = [product_document(r) for r in rows]
+        return {"items": items, "next_after": items[-1]["sku"] if len(items) == limit else None}
+
+    # --- quotes ---------------------------------------------------------------------------
+
+    async def create_quote(self, session: AsyncSession, body: QuoteIn) -> dict[str, Any]:
+        try:
+            document, result = await self._price(session, body)
+        except InvalidQuote:
+            QUOTES.labels("rejected").inc()
+            raise
+        now = _now()
+        quote_id = uuid.uuid4()
+        expires_at = now + timedelta(seconds=self.settings.quote_ttl_seconds)
+        doc = {
+            "id": str(quote_id),
+            "status": "open",
+            "customer": body.customer.model_dump(),
+            "context": body.context.model_dump(mode="json", exclude_none=True),
+            **document,
+            "created_at": _ts(now),
+            "expires_at": _ts(expires_at),
+        }
+        await repository.insert_quote(
+            session,
+            id=quote_id,
+            status="open",
+            customer_id=body.customer.id,
+            currency=result.currency,
+            total=result.total,
+            codes=sorted(set(result.applied_codes())),
+            request=body.model_dump(mode="json"),
+            result=doc,
+            snapshot_revision=result.snapshot_revision,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        QUOTES.labels("created").inc()
+        for line in result.lines:
+            for adj in line.adjustments:
+                RULE_APPLICATIONS.labels(adj.rule.key, adj.kind.value).inc()
+            for adj in line.shadow:
+                SHADOW_HITS.labels(adj.rule.key).inc()
+        return doc
+
+    async def _price(
+        self, session: AsyncSession, body: QuoteIn
+    ) -> tuple[dict[str, Any], QuoteResult]:
+        snapshot = await self.holder.fresh(session)
+        first_purchase = True
+        if body.codes and body.customer.id is not None:
+            first_purchase = not await repository.customer_has_purchase(session, body.customer.id)
+        at = _now()
+        result = self._evaluate(
+            snapshot, _quote_input(body, first_purchase=first_purchase), at, body.combination_mode
+        )
+        for i, outcome in enumerate(result.codes):
+            if not outcome.eligible:
+                raise PromotionCodeRejected(f"codes[{i}]", outcome.reason, code=outcome.code)
+        # Redemption counts are checked now so the customer hears early; acceptance re-checks
+        # them under the promotion's row lock, which is what actually enforces the limits.
+        for i, code in enumerate(result.applied_codes()):
+            rule = snapshot.index.by_code[code]
+            assert rule.promotion is not None
+            await self._check_promotion_counts(
+                session, code, body.customer.id, field=f"codes[{i}]", rule=rule
+            )
+        return result_document(result), result
+
+    async def _check_promotion_counts(
+        self,
+        session: AsyncSession,
+        code: str,
+        customer_id: str | None,
+        *,
+        field: str,
+        rule: Rule,
+    ) -> None:
+        promotion = rule.promotion
+        assert promotion is not None
+        if (promotion.per_customer_limit or promotion.first_purchase_only) and not customer_id:
+            raise InvalidQuote(
+                "customer.id", f"promotion code {code!r} is limited per customer: id required"
+            )
+        if promotion.max_redemptions is not None:
+            used = await repository.count_redemptions(session, code)
+            if used >= promotion.max_redemptions:
+                raise PromotionExhausted(
+                    f"promotion code {code!r} has no redemptions left",
+                    field=field,
+                    limit=promotion.max_redemptions,
+                )
+        if promotion.per_customer_limit is not None and customer_id is not None:
+            used = await repository.count_redemptions(session, code, customer_id)
+            if used >= promotion.per_customer_limit:
+                raise PromotionCustomerLimit(
+                    f"this customer has used promotion code {code!r} {used} time(s)",
+                    field=field,
+                    limit=promotion.per_customer_limit,
+                )
+
+    async def get_quote(self, session: AsyncSession, quote_id: uuid.UUID) -> dict[str, Any]:
+        row = await repository.get_quote(session, quote_id)
+        if row is None:
+            raise NotFound(f"quote {quote_id} does not exist")
+        doc: dict[str, Any] = dict(row.result)
+        if row.status == "accepted":
+            doc["status"] = "accepted"
+            doc["accepted_at"] = _ts(row.accepted_at)
+        return doc
+
+    async def accept_quote(self, session: AsyncSession, quote_id: uuid.UUID) -> dict[str, Any]:
+        # Lock order, the same in every transaction that takes more than one of these:
+        # quote row -> customer advisory lock -> promotion rows by code. A second accept of
+        # the same quote waits on the quote row and then finds it accepted.
+        row = await repository.get_quote(session, quote_id, for_update=True)
+        if row is None:
+            raise NotFound(f"quote {quote_id} does not exist")
+        if row.status == "accepted":
+            # Accepting twice is naturally idempotent: the first answer, nothing consumed.
+            ACCEPTS.labels("replayed").inc()
+            response: dict[str, Any] = dict(row.accept_response)
+            return response
+        now = _now()
+        if row.expires_at <= now:
+            ACCEPTS.labels("expired").inc()
+            # The quote held nothing (redemptions are consumed on accept), so none to release.
+            raise QuoteExpired(
+                f"quote {quote_id} expired at {_ts(row.expires_at)}",
+                expired_at=_ts(row.expires_at),
+            )
+        customer_id: str | None = row.customer_id
+        codes: list[str] = sorted(row.codes)
+        if codes and customer_id is not None:
+            # Serialises this customer's accepts so "first purchase" and per-customer counts
+            # cannot be raced by two different quotes of the same customer.
+            await repository.lock_key(session, "pricing-customer", customer_id)
+        for code in codes:
+            await self._redeem(session, code, quote_id, customer_id, now)
+        response = {
+            "id": str(quote_id),
+            "status": "accepted",
+            "total": int(row.total),
+            "currency": row.currency,
+            "accepted_at": _ts(now),
+            "redemptions": codes,
+        }
+        await repository.mark_accepted(session, quote_id, now=now, response=response)
+        ACCEPTS.labels("accepted").inc()
+        REDEMPTIONS.inc(len(codes))
+        return response
+
+    async def _redeem(
+        self,
+        session: AsyncSession,
+        code: str,
+        quote_id: uuid.UUID,
+        customer_id: str | None,
+        now: datetime,
+    ) -> None:
+        # FOR UPDATE on the promotion row before counting: without it, N concurrent accepts
+        # would all count "limit - 1 used" and all insert, overshooting the limit.
+        promotion = await repository.lock_promotion(session, code)
+        if promotion is None:  # cannot happen: rows are never deleted
+            raise PromotionExhausted(f"promotion code {code!r} no longer exists")
+        if promotion.max_redemptions is not None:
+            used = await repository.count_redemptions(session, code)
+            if used >= promotion.max_redemptions:
+                ACCEPTS.labels("exhausted").inc()
+                raise PromotionExhausted(
+                    f"promotion code {code!r} has no redemptions left",
+                    code=code,
+                    limit=promotion.max_redemptions,
+                )
+        if promotion.per_customer_limit is not None and customer_id is not None:
+            used = await repository.count_redemptions(session, code, customer_id)
+            if used >= promotion.per_customer_limit:
+                ACCEPTS.labels("customer_limit").inc()
+                raise PromotionCustomerLimit(
+                    f"this customer has used promotion code {code!r} {used} time(s)",
+                    code=code,
+                    limit=promotion.per_customer_limit,
+                )
+        if (
+            promotion.first_purchase_only
+            and customer_id is not None
+            and await repository.customer_has_purchase(session, customer_id)
+        ):
+            ACCEPTS.labels("first_purchase").inc()
+            raise PromotionFirstPurchaseOnly(
+                f"promotion code {code!r} is only valid on a first purchase", code=code
+            )
+        await repository.insert_redemption(
+            session, code=code, quote_id=quote_id, customer_id=customer_id, now=now
+        )
+
+    # --- simulation -----------------------------------------------------------------------
+
+    async def simulate(self, session: AsyncSession, body: SimulateIn) -> dict[str, Any]:
+        live = await self.holder.fresh(session)
+        candidates: dict[str, Rule] = {}
+        for i, candidate in enumerate(body.rules):
+            try:
+                rule = compile_rule(candidate.namespace, candidate.name, candidate.spec)
+            except SpecError as exc:
+                raise InvalidSpec(
+                    exc.reason, f"rules[{i}].spec.{exc.field}", exc.detail, rule=i
+                ) from None
+            candidates[rule.key] = rule
+        rules = dict(candidates) if body.replace else {r.key: r for r in live.index.rules}
+        rules.update(candidates)
+        codes: dict[str, str] = {}
+        for key, rule in rules.items():
+            if rule.promotion is not None:
+                other = codes.setdefault(rule.promotion.code, key)
+                if other != key:
+                    raise InvalidSpec(
+                        "DuplicatePromotionCode",
+                        "rules",
+                        f"code {rule.promotion.code!r} is used by {other} and {key}",
+                    )
+        snapshot = PricingSnapshot(live.revision, live.products, RuleIndex(rules.values()))
+        at = body.at or _now()
+        results = []
+        for i, basket in enumerate(body.baskets):
+            try:
+                result = self._evaluate(
+                    snapshot, _quote_input(basket, first_purchase=True), at, basket.combination_mode
+                )
+            except InvalidQuote as exc:
+                raise InvalidQuote(
+                    f"baskets[{i}].{exc.extra['errors'][0]['field']}",
+                    exc.extra["errors"][0]["reason"],
+                ) from None
+            results.append({"basket": i, **result_document(result)})
+        return {"evaluated_at": _ts(at), "results": results}
+
+    # --- rules (admin) --------------------------------------------------------------------
+
+    async def put_rule(
+        self, session: AsyncSession, namespace: str, name: str, body: RulePut
+    ) -> dict[str, Any]:
+        try:
+            rule = compile_rule(namespace, name, body.spec)
+        except SpecError as exc:
+            raise InvalidSpec(exc.reason, f"spec.{exc.field}", exc.detail) from None
+        key = f"{namespace}/{name}"
+        # The row may not exist yet, so an advisory lock (not FOR UPDATE) serialises writers of
+        # this rule: the generation check and the write happen as one step.
+        await repository.lock_key(session, "pricing-rule", key)
+        stored = await repository.get_rule(session, namespace, name)
+        if stored is not None:
+            if body.generation < stored.generation:
+                raise StaleGeneration(
+                    f"generation {body.generation} is older than the stored {stored.generation}",
+                    stored_generation=int(stored.generation),
+                )
+            if body.generation == stored.generation and stored.spec == body.spec:
+                return {"revision": int(stored.revision), "generation": int(stored.generation)}
+        if rule.promotion is not None:
+            code = rule.promotion.code
+            # Codes are unique across rules; the code row's lock orders two rules racing for it.
+            await repository.lock_key(session, "pricing-code", code)
+            owner = await repository.get_promotion(session, code)
+            if owner is not None and (owner.rule_namespace, owner.rule_name) != (namespace, name):
+                other = await repository.get_rule(session, owner.rule_namespace, owner.rule_name)
+                if other is not None and _code_of(other) == code:
+                    raise InvalidSpec(
+                        "DuplicatePromotionCode",
+                        "spec.promotion.code",
+                        f"code {code!r} already belongs to rule "
+                        f"{owner.rule_namespace}/{owner.rule_name}",
+                    )
+        revision = await repository.bump_revision(session)
+        now = _now()
+        await repository.store_rule(
+            session,
+            namespace=namespace,
+            name=name,
+            uid=body.uid,
+            generation=body.generation,
+            spec=body.spec,
+            revision=revision,
+            now=now,
+        )
+        if rule.promotion is not None:
+            await repository.upsert_promotion(
+                session,
+                code=rule.promotion.code,
+                namespace=namespace,
+                name=name,
+                max_redemptions=rule.promotion.max_redemptions,
+                per_customer_limit=rule.promotion.per_customer_limit,
+                first_purchase_only=rule.promotion.first_purchase_only,
+                now=now,
+            )
+        await notify(session, self.settings.notify_channel, f"rule:{key}")
+        return {"revision": revision, "generation": body.generation}
+
+    async def delete_rule(self, session: AsyncSession, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        await repository.lock_key(session, "pricing-rule", key)
+        stored = await repository.get_rule(session, namespace, name)
+        if stored is None:
+            return
+        revision = await repository.bump_revision(session)
+        await repository.delete_rule(
+            session,
+            namespace=namespace,
+            name=name,
+            generation=int(stored.generation),
+            revision=revision,
+            now=_now(),
+        )
+        await notify(session, self.settings.notify_channel, f"rule:{key}")
+
+    async def list_rules(self, session: AsyncSession) -> dict[str, Any]:
+        rows = await repository.list_rules(session)
+        return {
+            "items": [
+                {
+                    "namespace": r.namespace,
+                    "name": r.name,
+                    "generation": int(r.generation),
+                    "uid": r.uid,
+                    "revision": int(r.revision),
+                    "spec": r.spec,
+                }
+                for r in rows
+            ]
+        }
+
+    async def rule_status(self, session: AsyncSession, namespace: str, name: str) -> dict[str, Any]:
+        row = await repository.get_rule(session, namespace, name)
+        if row is None:
+            raise NotFound(f"pricing rule {namespace}/{name} does not exist")
+        rule = compile_rule(namespace, name, row.spec)
+        snapshot = self.holder.snapshot
+        redemptions = None
+        if rule.promotion is not None:
+            used = await repository.count_redemptions(session, rule.promotion.code)
+            limit = rule.promotion.max_redemptions
+            redemptions = {
+                "used": used,
+                "limit": limit,
+                "remaining": None if limit is None else max(limit - used, 0),
+            }
+        return {
+            "revision": int(row.revision),
+            "generation": int(row.generation),
+            "active": not rule.shadow and rule.active_at(_now()),
+            "scheduled_now": rule.active_at(_now()),
+            "mode": "shadow" if rule.shadow else "active",
+            "loaded": snapshot.revision >= int(row.revision),
+            "redemptions": redemptions,
+        }
+
+
+def _code_of(row: Row[Any]) -> str | None:
+    promotion = row.spec.get("promotion") if isinstance(row.spec, dict) else None
+    code = promotion.get("code") if isinstance(promotion, dict) else None
+    return code.lower() if isinstance(code, str) else None
+
+
+def product_document(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "sku": row.sku,
+        "name": row.name,
+        "labels": list(row.labels),
+        "active": bool(row.active),
+        "prices": row.prices,
+        "revision": int(row.revision),
+        "created_at": _ts(row.created_at),
+        "updated_at": _ts(row.updated_at),
+    }

@@ -1,0 +1,581 @@
+"""All SQL of azora-enrollment. Nothing here commits: the caller's transaction is the unit.
+
+Lock order, everywhere: the cohort row first, then enrollment rows of that cohort. Every path
+that changes seats or the waitlist holds the cohort row lock, so the counters on the cohort
+row and the states of its enrollments change together and never interleave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_enrollment.models import (
+    ACTIVE_STATES,
+    cohort_revision_seq,
+    cohorts,
+    enrollment_history,
+    enrollment_queue_seq,
+    enrollments,
+    outbox,
+    students,
+)
+
+
+@dataclass(slots=True)
+class CohortRow:
+    id: int
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    revision: int
+    spec: dict[str, Any]
+    capacity: int | None
+    seats_taken: int
+    waitlisted: int
+    deleted_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def free_seats(self) -> int | None:
+        return None if self.capacity is None else self.capacity - self.seats_taken
+
+
+def _cohort(row: sa.Row[Any]) -> CohortRow:
+    return CohortRow(**row._asdict())
+
+
+_COHORT_COLUMNS = [cohorts.c[f.name] for f in dataclasses.fields(CohortRow)]
+
+
+# --- cohorts -----------------------------------------------------------------------------------
+
+
+async def get_cohort(
+    session: AsyncSession, namespace: str, name: str, *, include_deleted: bool = False
+) -> CohortRow | None:
+    query = sa.select(*_COHORT_COLUMNS).where(
+        cohorts.c.namespace == namespace, cohorts.c.name == name
+    )
+    if not include_deleted:
+        query = query.where(cohorts.c.deleted_at.is_(None))
+    row = (await session.execute(query)).first()
+    return _cohort(row) if row else None
+
+
+async def lock_cohort(
+    session: AsyncSession, namespace: str, name: str, *, include_deleted: bool = False
+) -> CohortRow | None:
+    # FOR UPDATE serialises every seat/waitlist change of this cohort: the counts we read
+    # next stay true until we commit, so "count, then insert" cannot over-enroll.
+    query = sa.select(*_COHORT_COLUMNS).where(
+        cohorts.c.namespace == namespace, cohorts.c.name == name
+    )
+    if not include_deleted:
+        query = query.where(cohorts.c.deleted_at.is_(None))
+    row = (await session.execute(query.with_for_update())).first()
+    return _cohort(row) if row else None
+
+
+async def lock_cohort_by_id(
+    session: AsyncSession, cohort_id: int, *, skip_locked: bool = False
+) -> CohortRow | None:
+    query = sa.select(*_COHORT_COLUMNS).where(cohorts.c.id == cohort_id)
+    row = (await session.execute(query.with_for_update(skip_locked=skip_locked))).first()
+    return _cohort(row) if row else None
+
+
+async def get_cohort_by_id(session: AsyncSession, cohort_id: int) -> CohortRow | None:
+    query = sa.select(*_COHORT_COLUMNS).where(cohorts.c.id == cohort_id)
+    row = (await session.execute(query)).first()
+    return _cohort(row) if row else None
+
+
+async def list_cohorts(session: AsyncSession) -> list[CohortRow]:
+    rows = await session.execute(
+        sa.select(*_COHORT_COLUMNS)
+        .where(cohorts.c.deleted_at.is_(None))
+        .order_by(cohorts.c.namespace, cohorts.c.name)
+    )
+    return [_cohort(r) for r in rows]
+
+
+async def next_revision(session: AsyncSession) -> int:
+    return int((await session.execute(sa.select(cohort_revision_seq.next_value()))).scalar_one())
+
+
+async def insert_cohort(
+    session: AsyncSession,
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int,
+    revision: int,
+    spec: dict[str, Any],
+    capacity: int | None,
+    now: datetime,
+) -> None:
+    await session.execute(
+        sa.insert(cohorts).values(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            generation=generation,
+            revision=revision,
+            spec=spec,
+            capacity=capacity,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def update_cohort(session: AsyncSession, cohort_id: int, **values: Any) -> None:
+    await session.execute(sa.update(cohorts).where(cohorts.c.id == cohort_id).values(**values))
+
+
+async def add_to_counters(
+    session: AsyncSession, cohort_id: int, *, seats: int = 0, waitlisted: int = 0
+) -> None:
+    if seats == 0 and waitlisted == 0:
+        return
+    await session.execute(
+        sa.update(cohorts)
+        .where(cohorts.c.id == cohort_id)
+        .values(
+            seats_taken=cohorts.c.seats_taken + seats,
+            waitlisted=cohorts.c.waitlisted + waitlisted,
+        )
+    )
+
+
+async def state_counts(session: AsyncSession, cohort_id: int) -> dict[str, int]:
+    rows = await session.execute(
+        sa.select(enrollments.c.state, sa.func.count())
+        .where(enrollments.c.cohort_id == cohort_id)
+        .group_by(enrollments.c.state)
+    )
+    return {state: int(n) for state, n in rows}
+
+
+# --- students ----------------------------------------------------------------------------------
+
+
+async def upsert_student(
+    session: AsyncSession,
+    student_id: str,
+    segment: str | None,
+    attributes: dict[str, Any] | None,
+    now: datetime,
+) -> str | None:
+    """Store what enrollment needs of a student; returns the segment now on record."""
+    values: dict[str, Any] = {"id": student_id, "segment": segment, "updated_at": now}
+    if attributes is not None:
+        values["attributes"] = attributes
+    update: dict[str, Any] = {"updated_at": now}
+    # An omitted segment or attributes keeps what we know; a given one replaces it.
+    if segment is not None:
+        update["segment"] = segment
+    if attributes is not None:
+        update["attributes"] = attributes
+    stmt = (
+        insert(students)
+        .values(**values)
+        .on_conflict_do_update(index_elements=[students.c.id], set_=update)
+        .returning(students.c.segment)
+    )
+    return (await session.execute(stmt)).scalar_one()  # type: ignore[no-any-return]
+
+
+async def student_segment(session: AsyncSession, student_id: str) -> str | None:
+    value = (
+        await session.execute(sa.select(students.c.segment).where(students.c.id == student_id))
+    ).scalar_one_or_none()
+    return value
+
+
+async def completed_cohorts(session: AsyncSession, student_id: str, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    key = sa.func.concat(cohorts.c.namespace, "/", cohorts.c.name)
+    rows = await session.execute(
+        sa.select(key)
+        .select_from(enrollments.join(cohorts, cohorts.c.id == enrollments.c.cohort_id))
+        .where(
+            enrollments.c.student_id == student_id,
+            enrollments.c.state == "completed",
+            key.in_(keys),
+        )
+    )
+    return {r[0] for r in rows}
+
+
+# --- enrollments -------------------------------------------------------------------------------
+
+ENROLLMENT_COLUMNS = [
+    enrollments.c.id,
+    enrollments.c.cohort_id,
+    enrollments.c.student_id,
+    enrollments.c.state,
+    enrollments.c.segment,
+    enrollments.c.priority,
+    enrollments.c.queue_seq,
+    enrollments.c.created_at,
+    enrollments.c.updated_at,
+    enrollments.c.waitlisted_at,
+    enrollments.c.seated_at,
+    enrollments.c.offer_expires_at,
+    enrollments.c.quote_id,
+    enrollments.c.charge_amount,
+    enrollments.c.charge_currency,
+    enrollments.c.charge_transaction_id,
+    enrollments.c.charged_at,
+    enrollments.c.refund_transaction_id,
+    enrollments.c.payment_error,
+]
+
+
+async def find_active(session: AsyncSession, cohort_id: int, student_id: str) -> sa.Row[Any] | None:
+    return (
+        await session.execute(
+            sa.select(enrollments.c.id, enrollments.c.state).where(
+                enrollments.c.cohort_id == cohort_id,
+                enrollments.c.student_id == student_id,
+                enrollments.c.state.in_(ACTIVE_STATES),
+            )
+        )
+    ).first()
+
+
+async def get_enrollment(
+    session: AsyncSession, enrollment_id: uuid.UUID, *, lock: bool = False
+) -> sa.Row[Any] | None:
+    query = sa.select(*ENROLLMENT_COLUMNS).where(enrollments.c.id == enrollment_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def insert_enrollment(
+    session: AsyncSession,
+    *,
+    cohort_id: int,
+    student_id: str,
+    state: str,
+    segment: str | None,
+    priority: int,
+    now: datetime,
+    actor: str,
+    reason: str,
+) -> sa.Row[Any]:
+    enrollment_id = uuid.uuid4()
+    # One round trip: the row and its first history entry.
+    inserted = sa.insert(enrollments).values(
+        id=enrollment_id,
+        cohort_id=cohort_id,
+        student_id=student_id,
+        state=state,
+        segment=segment,
+        priority=priority,
+        queue_seq=enrollment_queue_seq.next_value(),
+        created_at=now,
+        updated_at=now,
+        waitlisted_at=now if state == "waitlisted" else None,
+        seated_at=now if state == "enrolled" else None,
+    )
+    row = (await session.execute(inserted.returning(*ENROLLMENT_COLUMNS))).one()
+    await append_history(
+        session,
+        enrollment_id=enrollment_id,
+        cohort_id=cohort_id,
+        from_state=None,
+        to_state=state,
+        actor=actor,
+        reason=reason,
+        now=now,
+    )
+    return row
+
+
+async def append_history(
+    session: AsyncSession,
+    *,
+    enrollment_id: uuid.UUID,
+    cohort_id: int,
+    from_state: str | None,
+    to_state: str,
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    await session.execute(
+        sa.insert(enrollment_history).values(
+            enrollment_id=enrollment_id,
+            cohort_id=cohort_id,
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            reason=reason,
+            at=now,
+        )
+    )
+
+
+async def set_state(
+    session: AsyncSession,
+    enrollment_id: uuid.UUID,
+    *,
+    from_state: str,
+    to_state: str,
+    cohort_id: int,
+    actor: str,
+    reason: str,
+    now: datetime,
+    **values: Any,
+) -> bool:
+    """Move one enrollment ``from_state`` → ``to_state``; False if it was not in ``from_state``.
+
+    The ``state = from_state`` condition makes every transition happen at most once even if a
+    caller raced past its own checks.
+    """
+    if to_state == "enrolled":
+        values.setdefault("seated_at", sa.func.coalesce(enrollments.c.seated_at, now))
+    if to_state != "offered":
+        values.setdefault("offer_expires_at", None)
+    result = await session.execute(
+        sa.update(enrollments)
+        .where(enrollments.c.id == enrollment_id, enrollments.c.state == from_state)
+        .values(state=to_state, updated_at=now, **values)
+        .returning(enrollments.c.id)
+    )
+    if result.first() is None:
+        return False
+    await append_history(
+        session,
+        enrollment_id=enrollment_id,
+        cohort_id=cohort_id,
+        from_state=from_state,
+        to_state=to_state,
+        actor=actor,
+        reason=reason,
+        now=now,
+    )
+    return True
+
+
+async def set_payment_fields(
+    session: AsyncSession, enrollment_id: uuid.UUID, **values: Any
+) -> None:
+    await session.execute(
+        sa.update(enrollments).where(enrollments.c.id == enrollment_id).values(**values)
+    )
+
+
+async def waitlist_position(
+    session: AsyncSession, cohort_id: int, priority: int, queue_seq: int
+) -> int:
+    ahead = (
+        await session.execute(
+            sa.select(sa.func.count()).where(
+                enrollments.c.cohort_id == cohort_id,
+                enrollments.c.state == "waitlisted",
+                sa.tuple_(enrollments.c.priority, enrollments.c.queue_seq)
+                < sa.tuple_(sa.literal(priority), sa.literal(queue_seq)),
+            )
+        )
+    ).scalar_one()
+    return int(ahead) + 1
+
+
+async def waitlist_batch(
+    session: AsyncSession, cohort_id: int, after: tuple[int, int] | None, limit: int
+) -> list[sa.Row[Any]]:
+    """The next waitlisted enrollments in queue order, locked (the cohort lock is held)."""
+    query = (
+        sa.select(
+            enrollments.c.id,
+            enrollments.c.student_id,
+            enrollments.c.priority,
+            enrollments.c.queue_seq,
+            students.c.segment,
+        )
+        .join(students, students.c.id == enrollments.c.student_id)
+        .where(enrollments.c.cohort_id == cohort_id, enrollments.c.state == "waitlisted")
+        .order_by(enrollments.c.priority, enrollments.c.queue_seq)
+        .limit(limit)
+        .with_for_update(of=enrollments)
+    )
+    if after is not None:
+        query = query.where(
+            sa.tuple_(enrollments.c.priority, enrollments.c.queue_seq)
+            > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
+        )
+    return list((await session.execute(query)).all())
+
+
+async def waitlist_entries(
+    session: AsyncSession, cohort_id: int, limit: int, offset: int
+) -> list[sa.Row[Any]]:
+    query = (
+        sa.select(*ENROLLMENT_COLUMNS)
+        .where(enrollments.c.cohort_id == cohort_id, enrollments.c.state == "waitlisted")
+        .order_by(enrollments.c.priority, enrollments.c.queue_seq)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def reprioritise_waitlist(
+    session: AsyncSession, cohort_id: int, priorities: dict[str, int], default: int
+) -> None:
+    """Recompute waitlist priorities after the cohort's ordering rules changed."""
+    segment = sa.select(students.c.segment).where(students.c.id == enrollments.c.student_id)
+    value: Any = sa.literal(default)
+    if priorities:
+        value = sa.case(
+            *[(segment.scalar_subquery() == seg, prio) for seg, prio in priorities.items()],
+            else_=default,
+        )
+    await session.execute(
+        sa.update(enrollments)
+        .where(enrollments.c.cohort_id == cohort_id, enrollments.c.state == "waitlisted")
+        .values(priority=value)
+    )
+
+
+async def due_offers(session: AsyncSession, cohort_id: int, now: datetime) -> list[sa.Row[Any]]:
+    query = (
+        sa.select(enrollments.c.id)
+        .where(
+            enrollments.c.cohort_id == cohort_id,
+            enrollments.c.state == "offered",
+            enrollments.c.offer_expires_at <= now,
+        )
+        .order_by(enrollments.c.offer_expires_at)
+        .with_for_update()
+    )
+    return list((await session.execute(query)).all())
+
+
+async def cohorts_with_due_offers(session: AsyncSession, now: datetime, limit: int) -> list[int]:
+    rows = await session.execute(
+        sa.select(enrollments.c.cohort_id)
+        .where(enrollments.c.state == "offered", enrollments.c.offer_expires_at <= now)
+        .group_by(enrollments.c.cohort_id)
+        .limit(limit)
+    )
+    return [int(r[0]) for r in rows]
+
+
+async def list_enrollments(
+    session: AsyncSession,
+    cohort_id: int,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[sa.Row[Any]]:
+    query = sa.select(*ENROLLMENT_COLUMNS).where(enrollments.c.cohort_id == cohort_id)
+    if state is not None:
+        query = query.where(enrollments.c.state == state)
+    if after is not None:
+        query = query.where(enrollments.c.id > after)
+    return list((await session.execute(query.order_by(enrollments.c.id).limit(limit))).all())
+
+
+async def history(session: AsyncSession, enrollment_id: uuid.UUID) -> list[sa.Row[Any]]:
+    rows = await session.execute(
+        sa.select(
+            enrollment_history.c.from_state,
+            enrollment_history.c.to_state,
+            enrollment_history.c.actor,
+            enrollment_history.c.reason,
+            enrollment_history.c.at,
+        )
+        .where(enrollment_history.c.enrollment_id == enrollment_id)
+        .order_by(enrollment_history.c.id)
+    )
+    return list(rows.all())
+
+
+# --- outbox ------------------------------------------------------------------------------------
+
+
+async def enqueue(
+    session: AsyncSession, enrollment_id: uuid.UUID, kind: str, now: datetime
+) -> None:
+    # ON CONFLICT: a charge (or refund) is enqueued once per enrollment, whatever retries.
+    await session.execute(
+        insert(outbox)
+        .values(enrollment_id=enrollment_id, kind=kind, next_attempt_at=now, created_at=now)
+        .on_conflict_do_nothing(constraint="uq_outbox_enrollment_kind")
+    )
+
+
+async def lease_jobs(
+    session: AsyncSession, now: datetime, lease_until: datetime, limit: int
+) -> list[sa.Row[Any]]:
+    """Claim due jobs for this worker: SKIP LOCKED lets replicas take disjoint sets, and the
+    lease (``next_attempt_at`` pushed ahead) hides them from others after we commit."""
+    due = (
+        sa.select(outbox.c.id)
+        .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        sa.update(outbox)
+        .where(outbox.c.id.in_(due))
+        .values(next_attempt_at=lease_until, attempts=outbox.c.attempts + 1)
+        .returning(outbox.c.id, outbox.c.enrollment_id, outbox.c.kind, outbox.c.attempts)
+    )
+    return list(rows.all())
+
+
+async def finish_job(
+    session: AsyncSession, job_id: int, status: str, now: datetime, error: str | None = None
+) -> None:
+    await session.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == job_id)
+        .values(status=status, done_at=now, last_error=error)
+    )
+
+
+async def retry_job(session: AsyncSession, job_id: int, at: datetime, error: str) -> None:
+    await session.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == job_id, outbox.c.status == "pending")
+        .values(next_attempt_at=at, last_error=error[:2000])
+    )
+
+
+async def outbox_jobs(session: AsyncSession, enrollment_id: uuid.UUID) -> list[sa.Row[Any]]:
+    rows = await session.execute(
+        sa.select(
+            outbox.c.kind,
+            outbox.c.status,
+            outbox.c.attempts,
+            outbox.c.next_attempt_at,
+            outbox.c.last_error,
+        )
+        .where(outbox.c.enrollment_id == enrollment_id)
+        .order_by(outbox.c.id)
+    )
+    return list(rows.all())

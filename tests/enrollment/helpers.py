@@ -1,0 +1,87 @@
+"""Small HTTP helpers shared by the enrollment tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from azora_enrollment.clock import Clock
+from tests.conftest import ADMIN_TOKEN
+from tests.support.apps import bearer
+
+ADMIN = bearer(ADMIN_TOKEN)
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"course": "course-101", "title": "Intro", "capacity": 10}
+    base.update(overrides)
+    return base
+
+
+async def put_cohort(
+    client: httpx.AsyncClient,
+    ns: str,
+    name: str,
+    cohort_spec: dict[str, Any],
+    *,
+    generation: int = 1,
+    uid: str = "uid-1",
+    expect: int = 200,
+) -> dict[str, Any]:
+    response = await client.put(
+        f"/admin/v1/cohorts/{ns}/{name}",
+        json={"generation": generation, "uid": uid, "spec": cohort_spec},
+        headers=ADMIN,
+    )
+    assert response.status_code == expect, response.text
+    return dict(response.json())
+
+
+async def enroll(
+    client: httpx.AsyncClient,
+    cohort: str,
+    student: str,
+    *,
+    segment: str | None = None,
+    expect: int | None = 201,
+    key: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"cohort": cohort, "student": {"id": student}}
+    if segment is not None:
+        body["student"]["segment"] = segment
+    headers = {"Idempotency-Key": key} if key else None
+    response = await client.post("/v1/enrollments", json=body, headers=headers)
+    if expect is not None:
+        assert response.status_code == expect, response.text
+    result = dict(response.json())
+    result["_status"] = response.status_code
+    return result
+
+
+async def move(
+    client: httpx.AsyncClient, enrollment_id: str, to: str, *, expect: int | None = 200
+) -> dict[str, Any]:
+    response = await client.post(f"/v1/enrollments/{enrollment_id}/transitions", json={"to": to})
+    if expect is not None:
+        assert response.status_code == expect, response.text
+    result = dict(response.json())
+    result["_status"] = response.status_code
+    return result
+
+
+async def status(client: httpx.AsyncClient, ns: str, name: str) -> dict[str, Any]:
+    response = await client.get(f"/admin/v1/cohorts/{ns}/{name}/status", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def clock_of(app: FastAPI) -> Clock:
+    clock: Clock = app.state.clock
+    return clock
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
