@@ -49,7 +49,7 @@ test: sync tools system-deps lint ## the full test suite (real PostgreSQL, real 
 
 .PHONY: bench
 bench: sync tools ## benchmarks; results under bench/results/
-	$(UV) run python bench/run_all.py
+	BENCH_AREAS="$(AREAS)" $(UV) run python bench/run_all.py
 
 .PHONY: up
 up: sync tools ## run the whole platform locally (background); writes .local/azora.env

@@ -6,7 +6,7 @@ import httpx
 
 from tests.common.sample_app import SampleSettings, create_app
 from tests.conftest import API_TOKEN, token_settings
-from tests.support.apps import bearer, rollback_client, running
+from tests.support.apps import bearer, running
 from tests.support.pg import PostgresServer
 
 

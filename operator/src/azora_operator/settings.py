@@ -17,7 +17,7 @@ class OperatorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AZORA_OPERATOR_", extra="ignore", frozen=True)
 
-    enrollment_url: str = "http://127.0.0.1:8102"
+    enrollment_url: str = "http://127.0.0.1:8101"
     pricing_url: str = "http://127.0.0.1:8103"
     orchestrator_url: str = "http://127.0.0.1:8104"
     admin_token: SecretStr = SecretStr("")

@@ -2,6 +2,460 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import AwareDatetime
+from starlette.responses import Response
+
+from azora_common.auth import AdminDep, Principal, require_scope
+from azora_common.db import SessionDep
+from azora_common.errors import Conflict, problem_response
+from azora_common.idempotency import (
+    REPLAYED_HEADER,
+    IdempotencyKeyDep,
+    json_response,
+    run_idempotent,
+)
+from azora_ledger import reports, service
+from azora_ledger import repository as repo
+from azora_ledger.coalescer import Coalescer
+from azora_ledger.schemas import (
+    AccountIn,
+    AccountOut,
+    BatchIn,
+    CategoryIn,
+    PostPendingIn,
+    ReverseIn,
+    TransactionIn,
+    TransactionOut,
+    VoidPendingIn,
+)
+from azora_ledger.service import Outcome, TransferRequest, with_retries
+from azora_ledger.verify import verify
 
 router = APIRouter()
+
+ReadDep = Annotated[Principal, require_scope("ledger:read")]
+WriteDep = Annotated[Principal, require_scope("ledger:write")]
+CodePath = Annotated[
+    str, Path(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.@-]+(:[A-Za-z0-9_.@-]+)*$")
+]
+SafeText = Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Instant = Annotated[AwareDatetime | None, Query(description="RFC 3339 with offset")]
+
+
+def respond(outcome: Outcome) -> Response:
+    headers = {REPLAYED_HEADER: "true"} if outcome.replayed else None
+    if outcome.ok:
+        return json_response(outcome.status, outcome.body, headers)
+    return problem_response(outcome.body, headers)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def wants_csv(request: Request) -> bool:
+    return "text/csv" in request.headers.get("accept", "")
+
+
+def report_response(request: Request, report: dict[str, Any]) -> Response:
+    if wants_csv(request):
+        return Response(reports.to_csv(report["rows"]), media_type="text/csv; charset=utf-8")
+    return json_response(200, report)
+
+
+# ---- accounts ----
+
+
+@router.post(
+    "/v1/accounts",
+    status_code=201,
+    tags=["accounts"],
+    summary="Open an account (409 account-exists when the code is taken)",
+    responses={201: {"model": AccountOut}},
+)
+async def create_account(
+    body: AccountIn, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+) -> Response:
+    async def handler() -> tuple[int, Any]:
+        conn = await repo.driver_connection(session)
+        return 201, await with_retries(conn, lambda: service.create_account(conn, body))
+
+    return await run_idempotent(
+        session,
+        key=key,
+        scope="POST /v1/accounts",
+        request_body=body.model_dump(mode="json"),
+        handler=handler,
+    )
+
+
+@router.get("/v1/accounts", tags=["accounts"], summary="List accounts by code")
+async def list_accounts(
+    session: SessionDep,
+    _: ReadDep,
+    prefix: SafeText = None,
+    cursor: SafeText = None,
+    limit: Limit = 100,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    rows = await repo.list_accounts(conn, prefix, cursor, limit + 1)
+    items = [service.account_view(r) for r in rows[:limit]]
+    return json_response(
+        200, {"items": items, "next_cursor": items[-1]["code"] if len(rows) > limit else None}
+    )
+
+
+@router.get(
+    "/v1/accounts/{code}",
+    tags=["accounts"],
+    summary="An account with its balances",
+    responses={200: {"model": AccountOut}},
+)
+async def get_account(code: CodePath, session: SessionDep, _: ReadDep) -> Response:
+    conn = await repo.driver_connection(session)
+    return json_response(200, await service.get_account(conn, code))
+
+
+@router.post(
+    "/v1/accounts/{code}/close",
+    tags=["accounts"],
+    summary="Close an account (it must be empty); closed accounts take no new postings",
+)
+async def close_account(
+    code: CodePath,
+    session: SessionDep,
+    key: IdempotencyKeyDep,
+    _: WriteDep,
+) -> Response:
+    async def handler() -> tuple[int, Any]:
+        conn = await repo.driver_connection(session)
+        return 200, await with_retries(conn, lambda: service.close_account(conn, code))
+
+    return await run_idempotent(
+        session, key=key, scope=f"POST /v1/accounts/{code}/close", request_body={}, handler=handler
+    )
+
+
+@router.get(
+    "/v1/accounts/{code}/balances",
+    tags=["accounts"],
+    summary="Posted, pending and available balances, or posted balances as of a time",
+)
+async def account_balances(
+    code: CodePath, session: SessionDep, _: ReadDep, as_of: Instant = None
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return json_response(200, await service.balances(conn, code, utc(as_of)))
+
+
+@router.get(
+    "/v1/accounts/{code}/statement",
+    tags=["accounts"],
+    summary="Posted entries in recording order, each with the running balance after it",
+)
+async def account_statement(
+    code: CodePath,
+    session: SessionDep,
+    _: ReadDep,
+    cursor: SafeText = None,
+    limit: Limit = 100,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return json_response(200, await service.statement(conn, code, cursor, limit))
+
+
+# ---- categories ----
+
+
+@router.get("/v1/categories", tags=["transactions"], summary="The chart of categories")
+async def list_categories(session: SessionDep, _: ReadDep) -> Response:
+    conn = await repo.driver_connection(session)
+    rows = await repo.list_categories(conn)
+    return json_response(200, {"items": [dict(r) for r in rows]})
+
+
+@router.post("/v1/categories", status_code=201, tags=["transactions"], summary="Add a category")
+async def create_category(body: CategoryIn, session: SessionDep, _: WriteDep) -> Response:
+    conn = await repo.driver_connection(session)
+    if not await repo.insert_category(conn, body.code, body.name, body.description):
+        raise Conflict(f"category {body.code} already exists", code=body.code)
+    return json_response(201, body.model_dump(mode="json"))
+
+
+# ---- transactions ----
+
+
+@router.post(
+    "/v1/transactions:batch",
+    tags=["transactions"],
+    summary="Up to 1,000 transactions: atomic (all or nothing) or independent (per item)",
+)
+async def create_batch(
+    body: BatchIn, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+) -> Response:
+    async def handler() -> tuple[int, Any]:
+        conn = await repo.driver_connection(session)
+        requests = [
+            TransferRequest(t, path=f"/v1/transactions:batch#{i}")
+            for i, t in enumerate(body.transactions)
+        ]
+        outcomes = await with_retries(
+            conn,
+            lambda: service.create_transactions(
+                conn, requests, atomic=body.mode == "atomic", source="batch"
+            ),
+        )
+        results = [
+            {"index": i, "status": o.status}
+            | ({"transaction": o.body} if o.ok else {"error": o.body})
+            for i, o in enumerate(outcomes)
+        ]
+        return (201 if body.mode == "atomic" else 200), {"mode": body.mode, "results": results}
+
+    return await run_idempotent(
+        session,
+        key=key,
+        scope="POST /v1/transactions:batch",
+        request_body=body.model_dump(mode="json"),
+        handler=handler,
+    )
+
+
+@router.post(
+    "/v1/transactions",
+    status_code=201,
+    tags=["transactions"],
+    summary="Record a transaction (or a pending one); a known reference replays it (200)",
+    responses={201: {"model": TransactionOut}, 200: {"model": TransactionOut}},
+)
+async def create_transaction(
+    body: TransactionIn,
+    request: Request,
+    session: SessionDep,
+    key: IdempotencyKeyDep,
+    _: WriteDep,
+) -> Response:
+    transfer = TransferRequest(body, key=key)
+    coalescer: Coalescer | None = request.app.state.coalescer
+    if coalescer is not None:
+        return respond(await coalescer.submit(transfer))
+    conn = await repo.driver_connection(session)
+    [outcome] = await with_retries(
+        conn,
+        lambda: service.create_transactions(conn, [transfer], atomic=False, source="request"),
+    )
+    return respond(outcome)
+
+
+@router.get("/v1/transactions", tags=["transactions"], summary="List transactions, newest first")
+async def list_transactions(
+    session: SessionDep,
+    _: ReadDep,
+    reference: SafeText = None,
+    account: SafeText = None,
+    status: Literal["posted", "pending", "voided", "expired"] | None = None,
+    cursor: SafeText = None,
+    limit: Limit = 100,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return json_response(
+        200,
+        await service.list_transactions(
+            conn, reference=reference, account=account, status=status, cursor=cursor, limit=limit
+        ),
+    )
+
+
+@router.get(
+    "/v1/transactions/{tx_id}",
+    tags=["transactions"],
+    summary="A transaction with its postings and linked (post/reversal) transactions",
+    responses={200: {"model": TransactionOut}},
+)
+async def get_transaction(tx_id: uuid.UUID, session: SessionDep, _: ReadDep) -> Response:
+    conn = await repo.driver_connection(session)
+    return json_response(200, await service.load_transaction(conn, tx_id))
+
+
+async def _idempotent_outcome(
+    session: SessionDep, key: str | None, scope: str, body: Any, work: Any
+) -> Response:
+    async def handler() -> tuple[int, Any]:
+        conn = await repo.driver_connection(session)
+        result = await with_retries(conn, lambda: work(conn))
+        if isinstance(result, Outcome):
+            return result.status, result.body
+        return 200, result
+
+    return await run_idempotent(session, key=key, scope=scope, request_body=body, handler=handler)
+
+
+@router.post(
+    "/v1/transactions/{tx_id}/post",
+    status_code=201,
+    tags=["transactions"],
+    summary="Post a pending transaction, fully or partly (the rest is released)",
+    responses={201: {"model": TransactionOut}},
+)
+async def post_pending(
+    tx_id: uuid.UUID,
+    session: SessionDep,
+    key: IdempotencyKeyDep,
+    _: WriteDep,
+    body: Annotated[PostPendingIn | None, Body()] = None,
+) -> Response:
+    body = body or PostPendingIn()
+    return await _idempotent_outcome(
+        session,
+        key,
+        f"POST /v1/transactions/{tx_id}/post",
+        body.model_dump(mode="json"),
+        lambda conn: service.post_pending(conn, tx_id, body.amount),
+    )
+
+
+@router.post(
+    "/v1/transactions/{tx_id}/void",
+    tags=["transactions"],
+    summary="Void a pending transaction: the reserved amounts are released",
+    responses={200: {"model": TransactionOut}},
+)
+async def void_pending(
+    tx_id: uuid.UUID,
+    session: SessionDep,
+    key: IdempotencyKeyDep,
+    _: WriteDep,
+    body: Annotated[VoidPendingIn | None, Body()] = None,
+) -> Response:
+    return await _idempotent_outcome(
+        session,
+        key,
+        f"POST /v1/transactions/{tx_id}/void",
+        {},
+        lambda conn: service.release_pending(conn, tx_id, "voided"),
+    )
+
+
+@router.post(
+    "/v1/transactions/{tx_id}/reverse",
+    status_code=201,
+    tags=["transactions"],
+    summary="Reverse a transaction, fully or partly (never more than what is left)",
+    responses={201: {"model": TransactionOut}},
+)
+async def reverse_transaction(
+    tx_id: uuid.UUID,
+    session: SessionDep,
+    key: IdempotencyKeyDep,
+    _: WriteDep,
+    body: Annotated[ReverseIn | None, Body()] = None,
+) -> Response:
+    body = body or ReverseIn()
+    return await _idempotent_outcome(
+        session,
+        key,
+        f"POST /v1/transactions/{tx_id}/reverse",
+        body.model_dump(mode="json"),
+        lambda conn: service.reverse(
+            conn,
+            tx_id,
+            body.amount,
+            description=body.description,
+            reference=body.reference,
+            effective_at=body.effective_at,
+        ),
+    )
+
+
+# ---- reports ----
+
+CsvNote = "JSON by default; `Accept: text/csv` returns the rows as CSV."
+Currency = Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{2,15}$")]
+
+
+@router.get(
+    "/v1/reports/trial-balance", tags=["reports"], summary="Trial balance", description=CsvNote
+)
+async def trial_balance(
+    request: Request,
+    session: SessionDep,
+    _: ReadDep,
+    as_of: Instant = None,
+    currency: Currency = None,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return report_response(request, await reports.trial_balance(conn, utc(as_of), currency))
+
+
+@router.get(
+    "/v1/reports/balance-sheet", tags=["reports"], summary="Balance sheet", description=CsvNote
+)
+async def balance_sheet(
+    request: Request,
+    session: SessionDep,
+    _: ReadDep,
+    as_of: Instant = None,
+    currency: Currency = None,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return report_response(request, await reports.balance_sheet(conn, utc(as_of), currency))
+
+
+@router.get(
+    "/v1/reports/income-statement",
+    tags=["reports"],
+    summary="Income statement for the period (from, to]",
+    description=CsvNote,
+)
+async def income_statement(
+    request: Request,
+    session: SessionDep,
+    _: ReadDep,
+    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    currency: Currency = None,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return report_response(
+        request, await reports.income_statement(conn, utc(start), utc(end), currency)
+    )
+
+
+@router.get(
+    "/v1/reports/totals",
+    tags=["reports"],
+    summary="Posted volume by category or tag for the period [from, to)",
+    description=CsvNote,
+)
+async def totals(
+    request: Request,
+    session: SessionDep,
+    _: ReadDep,
+    group_by: Literal["category", "tag"] = "category",
+    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+) -> Response:
+    conn = await repo.driver_connection(session)
+    return report_response(request, await reports.totals(conn, group_by, utc(start), utc(end)))
+
+
+# ---- admin ----
+
+
+@router.post(
+    "/admin/v1/verify",
+    tags=["admin"],
+    summary="Recompute all balances from postings and check every invariant",
+)
+async def admin_verify(request: Request, _: AdminDep) -> Response:
+    pool: asyncpg.Pool = request.app.state.ledger_pool
+    async with pool.acquire() as conn:
+        result = await verify(conn)
+    return json_response(200 if result["ok"] else 409, result)

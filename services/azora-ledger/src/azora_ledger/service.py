@@ -527,7 +527,7 @@ async def create_transactions(
     active = [i for i in range(n) if outcomes[i] is None and i not in followers]
 
     # 2. What the checks need: existing references, categories, and the locked accounts.
-    refs = sorted({r for i in active if (r := requests[i].body.reference) is not None})
+    refs = sorted({x for i in active if (x := requests[i].body.reference) is not None})
     existing = await repo.find_references(conn, refs) if refs else {}
     wanted_categories = sorted({c for i in active if (c := requests[i].body.category)})
     categories = (
@@ -563,13 +563,13 @@ async def create_transactions(
                 replay_ids[i] = row["id"]
                 continue
             if ref is not None and ref in by_reference:
-                first_hash, first = by_reference[ref]
+                first_hash, first_tx = by_reference[ref]
                 if first_hash != r.request_hash:
                     raise ReferenceReused(
                         f"reference {ref!r} is used twice in this batch with different requests",
                         reference=ref,
                     )
-                outcomes[i] = Outcome(200, first.view(), replayed=True)
+                outcomes[i] = Outcome(200, first_tx.view(), replayed=True)
                 continue
             tx = plan_transfer(r, ws, categories, now)
         except ProblemError as exc:
@@ -582,8 +582,8 @@ async def create_transactions(
     for i, tx_id in replay_ids.items():
         outcomes[i] = Outcome(200, await load_transaction(conn, tx_id), replayed=True)
     for i, owner in followers.items():
-        first = outcomes[owner]
-        assert first is not None
+        lead = outcomes[owner]
+        assert lead is not None
         if requests[i].request_hash != requests[owner].request_hash:
             outcomes[i] = problem_outcome(
                 IdempotencyKeyReused(
@@ -594,7 +594,7 @@ async def create_transactions(
                 requests[i].path,
             )
         else:
-            outcomes[i] = Outcome(first.status, first.body, replayed=first.ok)
+            outcomes[i] = Outcome(lead.status, lead.body, replayed=lead.ok)
     final: list[Outcome] = [o for o in outcomes if o is not None]
     assert len(final) == n
 
@@ -809,4 +809,3 @@ async def reverse(
     await repo.write_planned(conn, [tx], ws)
     TRANSACTIONS.labels("reversal", "ok").inc()
     return Outcome(201, tx.view())
-

@@ -72,7 +72,7 @@ async def list_products(
 
 @router.post("/v1/quotes", tags=["quotes"], status_code=201)
 async def create_quote(
-    body: QuoteIn, request: Request, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+    body: QuoteIn, request: Request, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
 ) -> Response:
     """Price a basket with a full trace; the price is held until ``expires_at``."""
     service = _service(request)
@@ -101,8 +101,8 @@ async def accept_quote(
     quote_id: QuoteId,
     request: Request,
     session: SessionDep,
-    key: IdempotencyKeyDep,
     _: WriteDep,
+    key: IdempotencyKeyDep = None,
 ) -> Response:
     """Accept a quote, consuming its promotion redemptions atomically (idempotent)."""
     service = _service(request)

@@ -128,7 +128,8 @@ CREATE TABLE transactions (
     CONSTRAINT ck_transactions_status
         CHECK (status IN ('posted', 'pending', 'voided', 'expired')),
     CONSTRAINT ck_transactions_only_pending_resolves CHECK (kind = 'pending' OR status = 'posted'),
-    CONSTRAINT ck_transactions_parent CHECK ((kind IN ('post', 'reversal')) = (parent_id IS NOT NULL)),
+    CONSTRAINT ck_transactions_parent
+        CHECK ((kind IN ('post', 'reversal')) = (parent_id IS NOT NULL)),
     CONSTRAINT ck_transactions_posting_count CHECK (posting_count BETWEEN 2 AND 1000)
 );
 CREATE INDEX ix_transactions_pending_expiry ON transactions (expires_at)

@@ -1,0 +1,133 @@
+"""Session fixtures for the operator tests: a real kube-apiserver (with an audit log of the
+operator's own requests), the three services as processes on a real PostgreSQL, and the
+operator as a process running under a ServiceAccount bound only to the shipped ClusterRole."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane, missing_tools
+from tests.operator.kube import (
+    CLUSTERROLE,
+    CRDS,
+    OPERATOR_NS,
+    OPERATOR_SA,
+    OPERATOR_USER,
+    OperatorProcess,
+    kubectl_ok,
+    sa_kubeconfig,
+)
+from tests.support.pg import PostgresServer
+from tests.support.services import API_TOKEN, ServiceProcess
+
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["{OPERATOR_USER}"]
+  - level: None
+"""
+
+
+def _require_tools() -> None:
+    missing = missing_tools(*CONTROL_PLANE_TOOLS)
+    if not missing:
+        return
+    message = f"control-plane binaries not built ({', '.join(missing)}): run `make tools`"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalControlPlane]:
+    _require_tools()
+    work = tmp_path_factory.mktemp("kube")
+    policy = work / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    audit_log = work / "audit.log"
+    cp = LocalControlPlane(
+        work,
+        extra_apiserver_args=[
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ],
+    )
+    with cp:
+        kubectl_ok(cp, "apply", "-f", str(CRDS))
+        kubectl_ok(cp, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        kubectl_ok(cp, "create", "namespace", OPERATOR_NS)
+        kubectl_ok(cp, "create", "serviceaccount", OPERATOR_SA, "-n", OPERATOR_NS)
+        kubectl_ok(cp, "apply", "-f", str(CLUSTERROLE))
+        kubectl_ok(
+            cp,
+            "create",
+            "clusterrolebinding",
+            "azora-operator",
+            "--clusterrole=azora-operator",
+            f"--serviceaccount={OPERATOR_NS}:{OPERATOR_SA}",
+        )
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def audit_log(kube: LocalControlPlane) -> Path:
+    return kube.work_dir / "audit.log"
+
+
+@pytest.fixture(scope="session")
+def services(
+    pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ServiceProcess]]:
+    work = tmp_path_factory.mktemp("services")
+    procs: dict[str, ServiceProcess] = {}
+    try:
+        for name in ("pricing", "orchestrator"):
+            url = pg.recreate_database(f"azora_op_{name}")
+            procs[name] = ServiceProcess(name, url, work).start()
+        url = pg.recreate_database("azora_op_enrollment")
+        procs["enrollment"] = ServiceProcess(
+            "enrollment",
+            url,
+            work,
+            env={
+                "ENROLLMENT_PRICING_URL": procs["pricing"].url,
+                "ENROLLMENT_SERVICE_TOKEN": API_TOKEN,
+            },
+        ).start()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(kube: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sa_kubeconfig(kube, tmp_path_factory.mktemp("sa") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def service_urls(services: dict[str, ServiceProcess]) -> dict[str, str]:
+    return {name: proc.url for name, proc in services.items()}
+
+
+@pytest.fixture(scope="session")
+def operator(
+    operator_kubeconfig: Path,
+    service_urls: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        operator_kubeconfig, service_urls, tmp_path_factory.mktemp("operator")
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
