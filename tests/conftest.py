@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from azora_common.migrations import upgrade_to_head
+from tests.support.kube import KubeCluster, kube_cluster
 from tests.support.pg import PostgresServer, postgres_server
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -29,3 +30,10 @@ def migrated_database(pg: PostgresServer, name: str, migrations: Path) -> str:
 
 def token_settings() -> dict[str, object]:
     return {"admin_token": ADMIN_TOKEN, "api_tokens": {API_TOKEN: ["*"]}, "log_json": False}
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """One real API server for the whole session (or AZORA_TEST_KUBECONFIG's cluster)."""
+    with kube_cluster(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster
