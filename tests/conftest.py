@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +17,28 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 API_TOKEN = "test-api-token-0123456789abc"
 
 
+def _outside_pytest_tmp() -> Iterator[Path]:
+    # PostgreSQL runs as an unprivileged user when the tests run as root. pytest keeps its
+    # temp root at mode 0700 and resets it whenever another pytest starts, which would cut
+    # that user off mid-run, so its directories live outside pytest's temp root.
+    path = Path(tempfile.mkdtemp(prefix="azora-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """Like ``tmp_path``, but reachable by the unprivileged PostgreSQL user."""
+    yield from _outside_pytest_tmp()
+
+
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    with postgres_server(tmp_path_factory.mktemp("pg")) as server:
-        yield server
+def pg() -> Iterator[PostgresServer]:
+    for work_dir in _outside_pytest_tmp():
+        with postgres_server(work_dir) as server:
+            yield server
 
 
 def migrated_database(pg: PostgresServer, name: str, migrations: Path) -> str:

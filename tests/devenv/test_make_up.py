@@ -30,9 +30,13 @@ def _processes_under(path: Path) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_up_status_down(tmp_path: Path) -> None:
+def test_up_status_down(outside_tmp: Path) -> None:
     base = _free_base()
-    env = {**os.environ, "AZORA_LOCAL_DIR": str(tmp_path / "local"), "AZORA_PORT_BASE": str(base)}
+    env = {
+        **os.environ,
+        "AZORA_LOCAL_DIR": str(outside_tmp / "local"),
+        "AZORA_PORT_BASE": str(base),
+    }
     local = [sys.executable, str(ROOT / "hack" / "local.py")]
     try:
         up = subprocess.run(
@@ -42,19 +46,19 @@ def test_up_status_down(tmp_path: Path) -> None:
         for port in range(base + 1, base + 5):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
                 assert resp.status == 200
-        env_file = (tmp_path / "local" / "azora.env").read_text()
+        env_file = (outside_tmp / "local" / "azora.env").read_text()
         for name in ("KUBECONFIG", "AZORA_ADMIN_TOKEN", "AZORA_API_TOKEN", "AZORA_LEDGER_URL"):
             assert f"export {name}=" in env_file
         status = subprocess.run(
             [*local, "status"], env=env, capture_output=True, text=True, timeout=60, check=True
         )
         assert status.stdout.count(" ready") >= 4, status.stdout
-        assert _processes_under(tmp_path)
+        assert _processes_under(outside_tmp)
     finally:
         down = subprocess.run(
             [*local, "down"], env=env, capture_output=True, text=True, timeout=120, check=False
         )
     assert down.returncode == 0, down.stderr
-    assert _processes_under(tmp_path) == []
+    assert _processes_under(outside_tmp) == []
     for port in range(base + 1, base + 6):
         assert not port_is_open("127.0.0.1", port)

@@ -51,8 +51,8 @@ def _postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
-def test_create_database_query_stop_restart_keeps_data(tmp_path: Path) -> None:
-    data_dir = tmp_path / "pg" / "data"
+def test_create_database_query_stop_restart_keeps_data(outside_tmp: Path) -> None:
+    data_dir = outside_tmp / "pg" / "data"
     pg = LocalPostgres(data_dir, fast=True)
     with pytest.raises(RuntimeError, match="start"):
         pg.url()
@@ -102,8 +102,8 @@ def test_create_database_query_stop_restart_keeps_data(tmp_path: Path) -> None:
         assert again.query("SELECT count(*) FROM kept", "azora_test") == [["1"]]
 
 
-def test_listens_on_loopback_only(tmp_path: Path) -> None:
-    with LocalPostgres(tmp_path / "data", fast=True) as pg:
+def test_listens_on_loopback_only(outside_tmp: Path) -> None:
+    with LocalPostgres(outside_tmp / "data", fast=True) as pg:
         assert pg.query("SHOW listen_addresses") == [["127.0.0.1"]]
         assert pg.query("SELECT current_user") == [["postgres"]]
 
@@ -121,9 +121,9 @@ _CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_no_orphan_when_owner_dies(tmp_path: Path, sig: signal.Signals) -> None:
+def test_no_orphan_when_owner_dies(outside_tmp: Path, sig: signal.Signals) -> None:
     """SIGTERM unwinds the ``with`` block; even SIGKILL takes postgres down (PDEATHSIG)."""
-    data_dir = tmp_path / "data"
+    data_dir = outside_tmp / "data"
     src_root = Path(azora_common.devenv.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_root), *sys.path])}
     owner = subprocess.Popen(
