@@ -81,7 +81,7 @@ def report_response(request: Request, report: dict[str, Any]) -> Response:
     responses={201: {"model": AccountOut}},
 )
 async def create_account(
-    body: AccountIn, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+    body: AccountIn, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
 ) -> Response:
     async def handler() -> tuple[int, Any]:
         conn = await repo.driver_connection(session)
@@ -131,8 +131,8 @@ async def get_account(code: CodePath, session: SessionDep, _: ReadDep) -> Respon
 async def close_account(
     code: CodePath,
     session: SessionDep,
-    key: IdempotencyKeyDep,
     _: WriteDep,
+    key: IdempotencyKeyDep = None,
 ) -> Response:
     async def handler() -> tuple[int, Any]:
         conn = await repo.driver_connection(session)
@@ -198,7 +198,7 @@ async def create_category(body: CategoryIn, session: SessionDep, _: WriteDep) ->
     summary="Up to 1,000 transactions: atomic (all or nothing) or independent (per item)",
 )
 async def create_batch(
-    body: BatchIn, session: SessionDep, key: IdempotencyKeyDep, _: WriteDep
+    body: BatchIn, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
 ) -> Response:
     async def handler() -> tuple[int, Any]:
         conn = await repo.driver_connection(session)
@@ -239,8 +239,8 @@ async def create_transaction(
     body: TransactionIn,
     request: Request,
     session: SessionDep,
-    key: IdempotencyKeyDep,
     _: WriteDep,
+    key: IdempotencyKeyDep = None,
 ) -> Response:
     transfer = TransferRequest(body, key=key)
     coalescer: Coalescer | None = request.app.state.coalescer
@@ -307,8 +307,8 @@ async def _idempotent_outcome(
 async def post_pending(
     tx_id: uuid.UUID,
     session: SessionDep,
-    key: IdempotencyKeyDep,
     _: WriteDep,
+    key: IdempotencyKeyDep = None,
     body: Annotated[PostPendingIn | None, Body()] = None,
 ) -> Response:
     body = body or PostPendingIn()
@@ -330,8 +330,8 @@ async def post_pending(
 async def void_pending(
     tx_id: uuid.UUID,
     session: SessionDep,
-    key: IdempotencyKeyDep,
     _: WriteDep,
+    key: IdempotencyKeyDep = None,
     body: Annotated[VoidPendingIn | None, Body()] = None,
 ) -> Response:
     return await _idempotent_outcome(
@@ -353,8 +353,8 @@ async def void_pending(
 async def reverse_transaction(
     tx_id: uuid.UUID,
     session: SessionDep,
-    key: IdempotencyKeyDep,
     _: WriteDep,
+    key: IdempotencyKeyDep = None,
     body: Annotated[ReverseIn | None, Body()] = None,
 ) -> Response:
     body = body or ReverseIn()

@@ -505,7 +505,12 @@ async def balance_as_of(
     statement, one snapshot, so the three parts agree.
     """
     day = as_of.date()
-    next_midnight = datetime.combine(day + timedelta(days=1), datetime.min.time(), as_of.tzinfo)
+    # On the last representable day there is no next midnight; no posting can be later anyway.
+    next_midnight = (
+        datetime.combine(day + timedelta(days=1), datetime.min.time(), as_of.tzinfo)
+        if day < date.max
+        else datetime.max.replace(tzinfo=as_of.tzinfo)
+    )
     rows = await conn.fetch(
         """
         SELECT a.id,

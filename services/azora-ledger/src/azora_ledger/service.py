@@ -646,7 +646,7 @@ async def _pending_for_update(conn: asyncpg.Connection, tx_id: uuid.UUID) -> asy
         raise NotPending(f"transaction {tx_id} is a {row['kind']}, not a pending transaction")
     if row["status"] != "pending":
         raise NotPending(
-            f"pending transaction {tx_id} is already {row['status']}", status=row["status"]
+            f"pending transaction {tx_id} is already {row['status']}", current_status=row["status"]
         )
     return row
 
@@ -750,7 +750,7 @@ async def reverse(
         raise NotReversible(
             "a pending transaction is voided, not reversed; reverse the post transaction instead",
             kind="pending",
-            status=row["status"],
+            current_status=row["status"],
         )
     postings = await repo.get_postings(conn, [tx_id])
     groups: dict[tuple[int, str], int] = {}

@@ -1,0 +1,89 @@
+"""Fixtures for azora-ledger tests.
+
+Two databases: ``ledger_db`` for ordinary tests (each test rolled back) and ``live_db`` for
+tests that need real commits (concurrency, expiry, the service as a process). Tests on the
+live database use their own unique account codes, so they never see each other's balances.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from azora_ledger.app import MIGRATIONS, create_app
+from azora_ledger.settings import LedgerSettings
+from tests.conftest import API_TOKEN, migrated_database, token_settings
+from tests.support.apps import bearer, committing_client, rollback_client
+from tests.support.pg import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def ledger_db(pg: PostgresServer) -> str:
+    return migrated_database(pg, "azora_test_ledger", MIGRATIONS)
+
+
+@pytest.fixture(scope="session")
+def live_db(pg: PostgresServer) -> str:
+    return migrated_database(pg, "azora_test_ledger_live", MIGRATIONS)
+
+
+def ledger_app(database_url: str, **overrides: Any) -> FastAPI:
+    values: dict[str, Any] = {"database_url": database_url, **token_settings(), **overrides}
+    return create_app(LedgerSettings(**values))
+
+
+@pytest.fixture
+async def client(ledger_db: str) -> AsyncIterator[httpx.AsyncClient]:
+    # Coalescing runs on its own pool connections, outside the test's rolled-back transaction.
+    app = ledger_app(ledger_db, coalesce=False)
+    async with rollback_client(app, headers=bearer(API_TOKEN)) as c:
+        c.app = app  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture
+async def live(live_db: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = ledger_app(live_db, coalesce=True, db_pool_size=20, db_max_overflow=40)
+    async with committing_client(app, headers=bearer(API_TOKEN)) as c:
+        yield c
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    tag = uuid.uuid4().hex[:10]
+    return lambda name: f"t{tag}:{name}"
+
+
+async def open_account(
+    client: httpx.AsyncClient, code: str, type_: str = "asset", currency: str = "EUR", **extra: Any
+) -> dict[str, Any]:
+    resp = await client.post(
+        "/v1/accounts", json={"code": code, "type": type_, "currency": currency, **extra}
+    )
+    assert resp.status_code == 201, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def transfer(
+    debit: str, credit: str, amount: int, currency: str = "EUR", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "postings": [
+            {"account": debit, "direction": "debit", "amount": amount, "currency": currency},
+            {"account": credit, "direction": "credit", "amount": amount, "currency": currency},
+        ],
+        **extra,
+    }
+
+
+async def balance(client: httpx.AsyncClient, code: str) -> dict[str, Any]:
+    resp = await client.get(f"/v1/accounts/{code}/balances")
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body

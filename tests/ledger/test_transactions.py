@@ -1,0 +1,354 @@
+"""Transfers, idempotency, references and bad input through the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.ledger.conftest import balance, open_account, transfer
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+async def books(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    await open_account(client, "assets:cash")
+    await open_account(client, "revenue:tuition", "revenue")
+    await open_account(client, "assets:usd", currency="USD")
+    await open_account(client, "equity:usd", "equity", currency="USD")
+    return client
+
+
+async def snapshot(client: httpx.AsyncClient) -> list[Any]:
+    accounts = (await client.get("/v1/accounts")).json()["items"]
+    txs = (await client.get("/v1/transactions")).json()["items"]
+    return [[(a["code"], a["version"], a["balances"]) for a in accounts], [t["id"] for t in txs]]
+
+
+async def test_account_created_and_duplicate_code_conflicts(client: httpx.AsyncClient) -> None:
+    created = await open_account(
+        client, "liabilities:students:42", "liability", name="Student 42", metadata={"id": 42}
+    )
+    assert created["scale"] == 2
+    assert created["balances"]["available"] == 0
+    again = await client.post(
+        "/v1/accounts",
+        json={"code": "liabilities:students:42", "type": "liability", "currency": "EUR"},
+    )
+    assert again.status_code == 409
+    assert again.headers["content-type"] == PROBLEM
+    assert again.json()["type"].endswith("/account-exists")
+
+
+@pytest.mark.parametrize(
+    ("currency", "scale", "status", "expected_scale"),
+    [
+        ("JPY", None, 201, 0),
+        ("KWD", None, 201, 3),
+        ("EUR", 3, 422, None),
+        ("POINTS", 0, 201, 0),
+        ("POINTS", None, 422, None),
+        ("XYZ", 2, 422, None),
+    ],
+)
+async def test_account_currency_scale(
+    client: httpx.AsyncClient,
+    currency: str,
+    scale: int | None,
+    status: int,
+    expected_scale: int | None,
+) -> None:
+    body: dict[str, Any] = {"code": f"assets:{currency}", "type": "asset", "currency": currency}
+    if scale is not None:
+        body["scale"] = scale
+    resp = await client.post("/v1/accounts", json=body)
+    assert resp.status_code == status, resp.text
+    if status == 201:
+        assert resp.json()["scale"] == expected_scale
+    else:
+        assert resp.json()["errors"][0]["field"] in {"currency", "scale"}
+
+
+async def test_reference_replays_original_and_refuses_other_body(books: httpx.AsyncClient) -> None:
+    body = transfer("assets:cash", "revenue:tuition", 700, reference="enr-1")
+    first = await books.post("/v1/transactions", json=body)
+    assert first.status_code == 201
+    again = await books.post("/v1/transactions", json=body)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    other = await books.post(
+        "/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 800, reference="enr-1")
+    )
+    assert other.status_code == 409
+    assert other.json()["type"].endswith("/reference-reused")
+    assert set(other.json()["differing_fields"]) == {"postings[0].amount", "postings[1].amount"}
+    assert (await balance(books, "assets:cash"))["posted"]["balance"] == 700
+
+
+async def test_idempotency_key_replays_and_lists_differing_fields(
+    books: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "charge-9"}
+    body = transfer("assets:cash", "revenue:tuition", 250, description="fee")
+    first = await books.post("/v1/transactions", json=body, headers=headers)
+    replay = await books.post("/v1/transactions", json=body, headers=headers)
+    assert (first.status_code, replay.status_code) == (201, 201)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()
+    changed = await books.post(
+        "/v1/transactions",
+        json=transfer("assets:cash", "revenue:tuition", 250, description="other"),
+        headers=headers,
+    )
+    assert changed.status_code == 422
+    assert changed.json()["differing_fields"] == ["description"]
+    assert (await balance(books, "assets:cash"))["posted"]["balance"] == 250
+
+
+async def test_multi_currency_transaction_balances_per_currency(
+    books: httpx.AsyncClient,
+) -> None:
+    body = {
+        "postings": [
+            {"account": "assets:cash", "direction": "debit", "amount": 100, "currency": "EUR"},
+            {"account": "revenue:tuition", "direction": "credit", "amount": 100, "currency": "EUR"},
+            {"account": "assets:usd", "direction": "debit", "amount": 120, "currency": "USD"},
+            {"account": "equity:usd", "direction": "credit", "amount": 120, "currency": "USD"},
+        ],
+        "category": "tuition",
+        "tags": ["fx"],
+    }
+    resp = await books.post("/v1/transactions", json=body)
+    assert resp.status_code == 201, resp.text
+    assert (await balance(books, "equity:usd"))["posted"]["balance"] == 120
+
+
+def _p(account: str, direction: str, amount: Any, currency: str = "EUR") -> dict[str, Any]:
+    return {"account": account, "direction": direction, "amount": amount, "currency": currency}
+
+
+BAD_INPUTS = [
+    (
+        "unbalanced",
+        {"postings": [_p("assets:cash", "debit", 100), _p("revenue:tuition", "credit", 90)]},
+        422,
+        "postings",
+        "unbalanced",
+    ),
+    (
+        "zero",
+        {"postings": [_p("assets:cash", "debit", 0), _p("revenue:tuition", "credit", 0)]},
+        422,
+        "postings[0].amount",
+        "validation-error",
+    ),
+    (
+        "negative",
+        {"postings": [_p("assets:cash", "debit", -5), _p("revenue:tuition", "credit", -5)]},
+        422,
+        "postings[0].amount",
+        "validation-error",
+    ),
+    (
+        "float",
+        {"postings": [_p("assets:cash", "debit", 1.5), _p("revenue:tuition", "credit", 1.5)]},
+        422,
+        "postings[0].amount",
+        "validation-error",
+    ),
+    (
+        "string amount",
+        {"postings": [_p("assets:cash", "debit", "10"), _p("revenue:tuition", "credit", "10")]},
+        422,
+        "postings[0].amount",
+        "validation-error",
+    ),
+    (
+        "over 2^63",
+        {"postings": [_p("assets:cash", "debit", 2**63), _p("revenue:tuition", "credit", 2**63)]},
+        422,
+        "postings[0].amount",
+        "validation-error",
+    ),
+    (
+        "unknown account",
+        transfer("assets:nope", "revenue:tuition", 10),
+        422,
+        "postings[0].account",
+        "unknown-account",
+    ),
+    (
+        "currency mismatch",
+        {
+            "postings": [
+                _p("assets:cash", "debit", 10, "USD"),
+                _p("equity:usd", "credit", 10, "USD"),
+            ]
+        },
+        422,
+        "postings[0].currency",
+        "currency-mismatch",
+    ),
+    (
+        "one posting",
+        {"postings": [_p("assets:cash", "debit", 10)]},
+        422,
+        "postings",
+        "validation-error",
+    ),
+    (
+        "unknown category",
+        transfer("assets:cash", "revenue:tuition", 10, category="nope"),
+        422,
+        "category",
+        "unknown-category",
+    ),
+    (
+        "unknown field",
+        transfer("assets:cash", "revenue:tuition", 10, colour="red"),
+        422,
+        "colour",
+        "validation-error",
+    ),
+    (
+        "naive effective_at",
+        transfer("assets:cash", "revenue:tuition", 10, effective_at="2026-01-01T00:00:00"),
+        422,
+        "effective_at",
+        "validation-error",
+    ),
+    (
+        "expiry without pending",
+        transfer("assets:cash", "revenue:tuition", 10, timeout_seconds=5),
+        422,
+        "body",
+        "validation-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "slug"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+async def test_bad_input_is_a_clear_problem_and_writes_nothing(
+    books: httpx.AsyncClient, body: dict[str, Any], status: int, field: str, slug: str
+) -> None:
+    before = await snapshot(books)
+    resp = await books.post("/v1/transactions", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    problem = resp.json()
+    assert problem["type"].endswith("/" + slug)
+    assert field in [e["field"] for e in problem["errors"]]
+    assert await snapshot(books) == before
+
+
+async def test_amount_overflowing_the_running_total_is_refused(books: httpx.AsyncClient) -> None:
+    big = 2**63 - 1
+    ok = await books.post("/v1/transactions", json=transfer("assets:cash", "revenue:tuition", big))
+    assert ok.status_code == 201
+    before = await snapshot(books)
+    resp = await books.post("/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 1))
+    assert resp.status_code == 422
+    assert resp.json()["type"].endswith("/amount-overflow")
+    assert await snapshot(books) == before
+
+
+async def test_malformed_json_is_400(books: httpx.AsyncClient) -> None:
+    before = await snapshot(books)
+    resp = await books.post(
+        "/v1/transactions", content=b'{"postings": [', headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 400
+    assert resp.json()["type"].endswith("/malformed-json")
+    assert await snapshot(books) == before
+
+
+async def test_closed_account_takes_no_postings(books: httpx.AsyncClient) -> None:
+    await open_account(books, "assets:old")
+    closed = await books.post("/v1/accounts/assets:old/close")
+    assert closed.status_code == 200
+    assert closed.json()["closed"] is True
+    before = await snapshot(books)
+    resp = await books.post("/v1/transactions", json=transfer("assets:old", "revenue:tuition", 5))
+    assert resp.status_code == 422
+    assert resp.json()["type"].endswith("/account-closed")
+    assert resp.json()["errors"][0]["field"] == "postings[0].account"
+    assert await snapshot(books) == before
+
+
+async def test_close_refuses_an_account_with_a_balance(books: httpx.AsyncClient) -> None:
+    await books.post("/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 5))
+    resp = await books.post("/v1/accounts/assets:cash/close")
+    assert resp.status_code == 409
+    assert resp.json()["type"].endswith("/account-not-empty")
+
+
+async def test_writes_need_the_write_scope(books: httpx.AsyncClient) -> None:
+    resp = await books.post(
+        "/v1/transactions",
+        json=transfer("assets:cash", "revenue:tuition", 5),
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert resp.status_code == 401
+
+
+async def test_batch_independent_and_atomic(books: httpx.AsyncClient) -> None:
+    good = transfer("assets:cash", "revenue:tuition", 10)
+    bad = transfer("assets:nope", "revenue:tuition", 10)
+    resp = await books.post(
+        "/v1/transactions:batch", json={"mode": "independent", "transactions": [good, bad, good]}
+    )
+    assert resp.status_code == 200, resp.text
+    assert [r["status"] for r in resp.json()["results"]] == [201, 422, 201]
+    assert resp.json()["results"][1]["error"]["errors"][0]["field"] == "postings[0].account"
+    before = await snapshot(books)
+    atomic = await books.post(
+        "/v1/transactions:batch", json={"mode": "atomic", "transactions": [good, bad]}
+    )
+    assert atomic.status_code == 422
+    assert atomic.json()["type"].endswith("/batch-rejected")
+    assert [r["index"] for r in atomic.json()["results"]] == [1]
+    assert await snapshot(books) == before
+    ok = await books.post(
+        "/v1/transactions:batch", json={"mode": "atomic", "transactions": [good, good]}
+    )
+    assert ok.status_code == 201
+    assert (await balance(books, "assets:cash"))["posted"]["balance"] == 40
+
+
+async def test_batch_over_1000_items_is_refused(books: httpx.AsyncClient) -> None:
+    body = {"transactions": [transfer("assets:cash", "revenue:tuition", 1)] * 1001}
+    resp = await books.post("/v1/transactions:batch", json=body)
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "transactions"
+
+
+async def test_conditions_expected_version_and_balance(books: httpx.AsyncClient) -> None:
+    cash = (await books.get("/v1/accounts/assets:cash")).json()
+    cond = [{"account": "assets:cash", "expected_version": cash["version"]}]
+    first = await books.post(
+        "/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 5, conditions=cond)
+    )
+    assert first.status_code == 201
+    stale = await books.post(
+        "/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 5, conditions=cond)
+    )
+    assert stale.status_code == 409
+    assert stale.json()["type"].endswith("/condition-failed")
+    assert stale.json()["actual_version"] == cash["version"] + 1
+    low = await books.post(
+        "/v1/transactions",
+        json=transfer(
+            "revenue:tuition",
+            "assets:cash",
+            5,
+            conditions=[{"account": "assets:cash", "balance_at_least": 6}],
+        ),
+    )
+    assert low.status_code == 409
+    assert low.json()["available"] == 5
