@@ -5,6 +5,8 @@ operator as a process running under a ServiceAccount bound only to the shipped C
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from tests.operator.kube import (
 )
 from tests.support.pg import PostgresServer
 from tests.support.services import API_TOKEN, ServiceProcess
+
+# Short, so the "service gone for good" test sees the finalizer released by the timeout.
+DELETE_TIMEOUT = "8"
 
 AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -45,9 +50,19 @@ def _require_tools() -> None:
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalControlPlane]:
+def work_root() -> Iterator[Path]:
+    # Not pytest's tmp_path: concurrent pytest sessions on the machine rotate
+    # /tmp/pytest-of-<user> and can remove a running session's directories.
+    root = Path(tempfile.mkdtemp(prefix="azora-operator-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube(work_root: Path) -> Iterator[LocalControlPlane]:
     _require_tools()
-    work = tmp_path_factory.mktemp("kube")
+    work = work_root / "kube"
+    work.mkdir()
     policy = work / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
     audit_log = work / "audit.log"
@@ -83,10 +98,9 @@ def audit_log(kube: LocalControlPlane) -> Path:
 
 
 @pytest.fixture(scope="session")
-def services(
-    pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, ServiceProcess]]:
-    work = tmp_path_factory.mktemp("services")
+def services(pg: PostgresServer, work_root: Path) -> Iterator[dict[str, ServiceProcess]]:
+    work = work_root / "services"
+    work.mkdir()
     procs: dict[str, ServiceProcess] = {}
     try:
         for name in ("pricing", "orchestrator"):
@@ -109,8 +123,8 @@ def services(
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(kube: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sa_kubeconfig(kube, tmp_path_factory.mktemp("sa") / "kubeconfig")
+def operator_kubeconfig(kube: LocalControlPlane, work_root: Path) -> Path:
+    return sa_kubeconfig(kube, work_root / "operator-kubeconfig")
 
 
 @pytest.fixture(scope="session")
@@ -122,10 +136,10 @@ def service_urls(services: dict[str, ServiceProcess]) -> dict[str, str]:
 def operator(
     operator_kubeconfig: Path,
     service_urls: dict[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    work_root: Path,
 ) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(
-        operator_kubeconfig, service_urls, tmp_path_factory.mktemp("operator")
+        operator_kubeconfig, service_urls, work_root, delete_timeout=DELETE_TIMEOUT
     ).start()
     try:
         yield proc

@@ -216,7 +216,7 @@ class OperatorProcess:
             self.process.check_alive()
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
-                    return resp.status == 200
+                    return bool(resp.status == 200)
             except (urllib.error.URLError, OSError):
                 return False
 

@@ -195,9 +195,9 @@ class Reconciler:
         if not changed:
             return
         if new.status:
-            kopf.info(body, reason=new.reason, message=new.message)
+            kopf.event(body, type="Normal", reason=new.reason, message=new.message)
         else:
-            kopf.warn(body, reason=new.reason, message=new.message)
+            kopf.event(body, type="Warning", reason=new.reason, message=new.message)
 
     # -- apply (create / update / resume) ----------------------------------------------------
 
@@ -329,8 +329,9 @@ class Reconciler:
         live = _live_conditions(kind, insight, reason_message)
         ready = live[0]
         if drift:
-            kopf.warn(
+            kopf.event(
                 body,
+                type="Warning",
                 reason="DriftRepaired",
                 message=f"{kind.service} had lost or changed the config; re-applied "
                 f"generation {generation} as revision {applied.revision}",
@@ -382,12 +383,12 @@ class Reconciler:
         )
         if stored is None or stored.get("uid") in (None, uid):
             log.info(
-                "%s %s/%s: service holds generation %s, newer than %s; nothing to do",
+                "%s %s/%s: stale generation %s, the service holds %s; nothing to do",
                 kind.kind,
                 namespace,
                 name,
-                exc.stored_generation,
                 generation,
+                exc.stored_generation,
             )
             return "stale"
         await client.delete(kind.admin_plural, namespace, name)
@@ -404,8 +405,9 @@ class Reconciler:
         namespace, name = str(meta["namespace"]), str(meta["name"])
         annotations = meta.get("annotations") or {}
         if str(annotations.get(FORCE_DELETE_ANNOTATION, "")).lower() == "true":
-            kopf.warn(
+            kopf.event(
                 body,
+                type="Warning",
                 reason="ForceDeleted",
                 message=f"{FORCE_DELETE_ANNOTATION} is set: released without removing the "
                 f"config from {kind.service}",
@@ -418,8 +420,9 @@ class Reconciler:
         except (ServiceUnavailable, Rejected) as exc:
             waited = _seconds_since(meta.get("deletionTimestamp"))
             if waited >= self.settings.delete_timeout:
-                kopf.warn(
+                kopf.event(
                     body,
+                    type="Warning",
                     reason="CleanupAbandoned",
                     message=f"{kind.service} could not remove the config for {waited:.0f}s "
                     f"({exc}); finalizer released anyway",
@@ -582,7 +585,8 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
-        # Our own Events say what happened (on transitions only); Kopf would also post every
+        # Our own Events (kopf.event, which ignores this level) say what happened, on
+        # transitions only; Kopf would also post every
         # retry of a temporary error as an Event, which floods `kubectl describe` during an
         # outage. Its log lines stay in the operator's log.
         settings.posting.level = logging.CRITICAL
