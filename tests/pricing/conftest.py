@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
-import httpx
 
 from azora_pricing.app import MIGRATIONS, create_app
 from azora_pricing.settings import PricingSettings

@@ -280,8 +280,15 @@ async def customer_has_purchase(session: AsyncSession, customer_id: str) -> bool
 # --- quotes ---------------------------------------------------------------------------------
 
 
-async def insert_quote(session: AsyncSession, **values: Any) -> None:
-    await session.execute(sa.insert(quotes).values(**values))
+async def insert_quote(session: AsyncSession, **values: Any) -> int:
+    """Insert a quote; returns the service revision this transaction sees (same round trip)."""
+    revision = sa.select(pricing_state.c.revision).where(pricing_state.c.id == 1).scalar_subquery()
+    result = await session.execute(sa.insert(quotes).values(**values).returning(revision))
+    return int(result.scalar_one())
+
+
+async def update_quote_result(session: AsyncSession, quote_id: uuid.UUID, **values: Any) -> None:
+    await session.execute(sa.update(quotes).where(quotes.c.id == quote_id).values(**values))
 
 
 async def get_quote(

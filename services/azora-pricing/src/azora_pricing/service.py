@@ -138,24 +138,29 @@ class PricingService:
     # --- quotes ---------------------------------------------------------------------------
 
     async def create_quote(self, session: AsyncSession, body: QuoteIn) -> dict[str, Any]:
+        # The hot path prices against the in-memory snapshot and learns the stored revision
+        # from the INSERT itself (one round trip). If this replica is behind what this
+        # transaction can see (a write a moment ago, NOTIFY not yet processed), the quote is
+        # priced again on a fresh snapshot, so a client never sees a quote that ignores a write
+        # it has already been told succeeded.
+        snapshot = self.holder.snapshot
         try:
-            document, result = await self._price(session, body)
+            try:
+                document, result = await self._price(session, body, snapshot)
+            except InvalidQuote:
+                fresh = await self.holder.fresh(session)
+                if fresh is snapshot:
+                    raise
+                snapshot = fresh
+                document, result = await self._price(session, body, snapshot)
         except InvalidQuote:
             QUOTES.labels("rejected").inc()
             raise
         now = _now()
         quote_id = uuid.uuid4()
         expires_at = now + timedelta(seconds=self.settings.quote_ttl_seconds)
-        doc = {
-            "id": str(quote_id),
-            "status": "open",
-            "customer": body.customer.model_dump(),
-            "context": body.context.model_dump(mode="json", exclude_none=True),
-            **document,
-            "created_at": _ts(now),
-            "expires_at": _ts(expires_at),
-        }
-        await repository.insert_quote(
+        doc = self._quote_document(quote_id, body, document, now, expires_at)
+        stored_revision = await repository.insert_quote(
             session,
             id=quote_id,
             status="open",
@@ -169,6 +174,18 @@ class PricingService:
             created_at=now,
             expires_at=expires_at,
         )
+        if stored_revision != snapshot.revision:
+            snapshot = await self.holder.fresh(session)
+            document, result = await self._price(session, body, snapshot)
+            doc = self._quote_document(quote_id, body, document, now, expires_at)
+            await repository.update_quote_result(
+                session,
+                quote_id,
+                total=result.total,
+                codes=sorted(set(result.applied_codes())),
+                result=doc,
+                snapshot_revision=result.snapshot_revision,
+            )
         QUOTES.labels("created").inc()
         for line in result.lines:
             for adj in line.adjustments:
@@ -177,10 +194,27 @@ class PricingService:
                 SHADOW_HITS.labels(adj.rule.key).inc()
         return doc
 
+    @staticmethod
+    def _quote_document(
+        quote_id: uuid.UUID,
+        body: QuoteIn,
+        document: dict[str, Any],
+        now: datetime,
+        expires_at: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "id": str(quote_id),
+            "status": "open",
+            "customer": body.customer.model_dump(),
+            "context": body.context.model_dump(mode="json", exclude_none=True),
+            **document,
+            "created_at": _ts(now),
+            "expires_at": _ts(expires_at),
+        }
+
     async def _price(
-        self, session: AsyncSession, body: QuoteIn
+        self, session: AsyncSession, body: QuoteIn, snapshot: PricingSnapshot
     ) -> tuple[dict[str, Any], QuoteResult]:
-        snapshot = await self.holder.fresh(session)
         first_purchase = True
         if body.codes and body.customer.id is not None:
             first_purchase = not await repository.customer_has_purchase(session, body.customer.id)
@@ -265,9 +299,9 @@ class PricingService:
             )
         customer_id: str | None = row.customer_id
         codes: list[str] = sorted(row.codes)
-        if codes and customer_id is not None:
-            # Serialises this customer's accepts so "first purchase" and per-customer counts
-            # cannot be raced by two different quotes of the same customer.
+        if customer_id is not None:
+            # Serialises this customer's accepts (with or without codes), so "first purchase"
+            # cannot be raced by two quotes of the same customer accepted at once.
             await repository.lock_key(session, "pricing-customer", customer_id)
         for code in codes:
             await self._redeem(session, code, quote_id, customer_id, now)

@@ -48,60 +48,76 @@ class PriceModel:
     package_rounding: PackageRounding = PackageRounding.UP
     flat_fee: int = 0
 
-    def base(self, quantity: int) -> BaseBreakdown:
+    def amount(self, quantity: int) -> int:
+        """The base amount of ``quantity`` units (the hot path: no strings)."""
         if quantity <= 0:
             raise ValueError("quantity must be positive")
-        if self.kind is ModelKind.PER_UNIT:
+        kind = self.kind
+        if kind is ModelKind.PER_UNIT:
             amount = self.unit_amount * quantity
-            parts = [f"{quantity} x {self.unit_amount}"]
-        elif self.kind is ModelKind.GRADUATED:
-            amount, parts = self._graduated(quantity)
-        elif self.kind is ModelKind.VOLUME:
-            amount, parts = self._volume(quantity)
+        elif kind is ModelKind.GRADUATED:
+            amount = sum(
+                units * t.unit_amount + t.flat_amount for t, units in self._spans(quantity)
+            )
+        elif kind is ModelKind.VOLUME:
+            tier = self._volume_tier(quantity)
+            amount = quantity * tier.unit_amount + tier.flat_amount
         else:
-            packages = -(-quantity // self.package_size)
-            if self.package_rounding is PackageRounding.DOWN:
-                packages = quantity // self.package_size
-            amount = packages * self.package_amount
+            amount = self._packages(quantity) * self.package_amount
+        return amount + self.flat_fee
+
+    def describe(self, quantity: int) -> str:
+        """The arithmetic behind :meth:`amount`, for the trace."""
+        kind = self.kind
+        if kind is ModelKind.PER_UNIT:
+            parts = [f"{quantity} x {self.unit_amount}"]
+        elif kind is ModelKind.GRADUATED:
             parts = [
-                f"{packages} package(s) of {self.package_size} ({self.package_rounding.value})"
-                f" x {self.package_amount}"
+                f"{units} x {t.unit_amount}" + (f" + flat {t.flat_amount}" if t.flat_amount else "")
+                for t, units in self._spans(quantity)
+            ]
+        elif kind is ModelKind.VOLUME:
+            t = self._volume_tier(quantity)
+            part = f"{quantity} x {t.unit_amount} (tier up to {t.up_to or 'inf'})"
+            parts = [part + (f" + flat {t.flat_amount}" if t.flat_amount else "")]
+        else:
+            parts = [
+                f"{self._packages(quantity)} package(s) of {self.package_size} "
+                f"({self.package_rounding.value}) x {self.package_amount}"
             ]
         if self.flat_fee:
-            amount += self.flat_fee
             parts.append(f"flat fee {self.flat_fee}")
-        return BaseBreakdown(amount, f"{self.kind.value}: " + " + ".join(parts))
+        return f"{kind.value}: " + " + ".join(parts)
 
-    def _graduated(self, quantity: int) -> tuple[int, list[str]]:
-        # Each tier prices only the units that fall inside it; a tier's flat amount is charged
+    def base(self, quantity: int) -> BaseBreakdown:
+        return BaseBreakdown(self.amount(quantity), self.describe(quantity))
+
+    def _spans(self, quantity: int) -> list[tuple[Tier, int]]:
+        # Graduated: each tier prices only the units inside it; a tier's flat amount is charged
         # once when any unit reaches it (Stripe/Lago "graduated").
-        amount = 0
-        parts: list[str] = []
+        spans = []
         lower = 0
         for tier in self.tiers:
             upper = quantity if tier.up_to is None else min(quantity, tier.up_to)
-            units = upper - lower
-            if units <= 0:
+            if upper <= lower:
                 break
-            amount += units * tier.unit_amount + tier.flat_amount
-            part = f"{units} x {tier.unit_amount}"
-            if tier.flat_amount:
-                part += f" + flat {tier.flat_amount}"
-            parts.append(part)
+            spans.append((tier, upper - lower))
             lower = upper
             if upper == quantity:
                 break
-        return amount, parts
+        return spans
 
-    def _volume(self, quantity: int) -> tuple[int, list[str]]:
-        # Every unit is priced at the one tier that contains the total quantity.
+    def _volume_tier(self, quantity: int) -> Tier:
+        # Volume: every unit is priced at the one tier that contains the total quantity.
         for tier in self.tiers:
             if tier.up_to is None or quantity <= tier.up_to:
-                part = f"{quantity} x {tier.unit_amount} (tier up to {tier.up_to or 'inf'})"
-                if tier.flat_amount:
-                    part += f" + flat {tier.flat_amount}"
-                return quantity * tier.unit_amount + tier.flat_amount, [part]
+                return tier
         raise ValueError("no tier holds this quantity")  # validation forbids a bounded last tier
+
+    def _packages(self, quantity: int) -> int:
+        if self.package_rounding is PackageRounding.DOWN:
+            return quantity // self.package_size
+        return -(-quantity // self.package_size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,13 +30,15 @@ from decimal import Decimal
 from enum import StrEnum
 
 from azora_pricing.engine.allocation import allocate
-from azora_pricing.engine.catalog import Product
+from azora_pricing.engine.catalog import PriceModel, Product
 from azora_pricing.engine.currency import RoundingMode, format_money, is_currency, round_minor
 from azora_pricing.engine.index import PricingSnapshot
 from azora_pricing.engine.rules import DISCOUNT_KINDS, ActionKind, Rule, Stacking
 
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
+# Far above any real basket, far below BIGINT: amounts beyond it are refused, not overflowed.
+MAX_AMOUNT = 10**15
 
 
 class CombinationMode(StrEnum):
@@ -72,11 +74,25 @@ class QuoteInput:
     first_purchase: bool = True
 
 
+# Why an effect was limited (bit flags, explained lazily in ``Adjustment.why``).
+CAPPED = 1
+FLOORED = 2
+ZEROED = 4
+
+
 @dataclass(slots=True)
 class Adjustment:
+    """One rule's effect on one line. The explanation is built only when asked for (the trace),
+    so pricing itself formats no strings."""
+
     rule: Rule
     exact: Decimal  # signed change of the line's exact amount
-    why: str
+    currency: str
+    share: int = 0  # amountOff: this line's share of the order-level amount
+    factor: Decimal | None = None  # demandCurve: the multiplier at ``fill``
+    fill: Decimal | None = None
+    flags: int = 0
+    best_of: int = 0  # best-deal: how many discounts competed
     amount: int = 0  # signed change of the rounded running total (filled in at rounding)
     applied: bool = True
 
@@ -84,18 +100,50 @@ class Adjustment:
     def kind(self) -> ActionKind:
         return self.rule.action.kind
 
+    @property
+    def why(self) -> str:
+        rule, action, currency = self.rule, self.rule.action, self.currency
+        kind = action.kind
+        if kind is ActionKind.PERCENT_OFF:
+            why = f"{action.percent}% off"
+        elif kind is ActionKind.AMOUNT_OFF:
+            why = f"{format_money(self.share, currency)} off"
+            if self.share != action.amount:
+                total = format_money(action.amount, currency)
+                why += f" (this line's largest-remainder share of {total})"
+        elif kind is ActionKind.FIXED_PRICE:
+            why = f"fixed price {format_money(action.amount, currency)} per unit"
+        elif kind is ActionKind.MULTIPLIER:
+            why = f"price x {action.multiplier}"
+        else:
+            why = f"demand price x {self.factor} at fill ratio {self.fill}"
+        if self.flags & CAPPED and rule.max_discount is not None:
+            why += f", capped at a maximum discount of {format_money(rule.max_discount, currency)}"
+        if self.flags & FLOORED and rule.price_floor is not None:
+            why += f", held at the price floor of {format_money(rule.price_floor, currency)}/unit"
+        if self.flags & ZEROED:
+            why += ", limited to the line amount"
+        why += f" [{rule.stacking.value}, priority {rule.priority}]"
+        if self.best_of > 1:
+            why += f"; best deal among {self.best_of} discounts"
+        return why if self.applied else "shadow (not applied): " + why
+
 
 @dataclass(slots=True)
 class LineResult:
     index: int
     product: Product
+    price: PriceModel
     quantity: int
     base: int
-    base_detail: str
     exact: Decimal
     adjustments: list[Adjustment] = field(default_factory=list)
     shadow: list[Adjustment] = field(default_factory=list)
     total: int = 0
+
+    @property
+    def base_detail(self) -> str:
+        return self.price.describe(self.quantity)
 
     @property
     def discount(self) -> int:
@@ -149,6 +197,8 @@ class _Line:
     applied: list[Rule]  # in order, after stacking
     discounts: list[Rule]  # best-deal candidates
     shadow: list[Rule]
+    # Whether any rule on this line is an order-level amountOff (needs the rule-major walk).
+    spans_lines: bool = False
 
 
 def evaluate(
@@ -183,11 +233,13 @@ def evaluate(
             raise QuoteInputError(
                 f"lines[{i}].product", f"product {product.sku!r} has no price in {currency}"
             )
-        base = price.base(line_in.quantity)
-        subtotal += base.amount
-        result = LineResult(i, product, line_in.quantity, base.amount, base.detail, Decimal(0))
-        lines.append(_Line(result, Decimal(base.amount), [], [], []))
+        base = price.amount(line_in.quantity)
+        subtotal += base
+        result = LineResult(i, product, price, line_in.quantity, base, _ZERO)
+        lines.append(_Line(result, Decimal(base), [], [], []))
 
+    if subtotal > MAX_AMOUNT:
+        raise QuoteInputError("lines", f"the order exceeds {MAX_AMOUNT} minor units")
     active_cache: dict[int, bool] = {}
     code_reasons: dict[str, str] = {}
     for line in lines:
@@ -203,7 +255,11 @@ def evaluate(
             code_reasons,
         )
 
-    _apply_in_order(lines, quote)
+    if any(line.spans_lines for line in lines):
+        _apply_in_order(lines, quote)
+    else:
+        for line in lines:
+            _apply_line(line, quote)
     if mode is CombinationMode.BEST_DEAL:
         _apply_best_discount(lines, quote)
 
@@ -214,7 +270,11 @@ def evaluate(
         surcharge_total += line.result.surcharge
         total += line.result.total
 
-    outcomes = _code_outcomes(quote.codes, lines, index.by_code, code_reasons, mode)
+    if total > MAX_AMOUNT:
+        raise QuoteInputError("lines", f"the priced order exceeds {MAX_AMOUNT} minor units")
+    outcomes = (
+        _code_outcomes(quote.codes, lines, index.by_code, code_reasons, mode) if quote.codes else []
+    )
     return QuoteResult(
         currency=currency,
         at=at,
@@ -246,7 +306,7 @@ def _select(
     product = result.product
     matched: list[Rule] = []
     for rule in candidates:
-        if not _matches(rule, product, result.quantity, result.base, quote):
+        if rule.needs_match and not _matches(rule, product, result.quantity, result.base, quote):
             continue
         promotion = rule.promotion
         if promotion is not None:
@@ -268,6 +328,8 @@ def _select(
             if promotion is not None:
                 code_reasons[promotion.code] = "outside the promotion's schedule"
             continue
+        if rule.action.kind is ActionKind.AMOUNT_OFF:
+            line.spans_lines = True
         if rule.shadow:
             line.shadow.append(rule)
         else:
@@ -312,52 +374,78 @@ def _matches(rule: Rule, product: Product, quantity: int, base: int, quote: Quot
 
 def _effect(
     rule: Rule, current: Decimal, quantity: int, share: int, quote: QuoteInput
-) -> tuple[Decimal, str]:
-    """The new exact amount of a line after ``rule``, with caps, and why."""
+) -> Adjustment:
+    """This rule's effect on a line at ``current``, with its caps (``exact`` = the change)."""
     action = rule.action
     kind = action.kind
-    currency = quote.currency
+    factor = None
     if kind is ActionKind.PERCENT_OFF:
         new = current * (_HUNDRED - action.percent) / _HUNDRED
-        why = f"{action.percent}% off"
     elif kind is ActionKind.AMOUNT_OFF:
         new = current - share
-        why = f"{format_money(share, currency)} off"
-        if share != action.amount:
-            why += (
-                f" (this line's largest-remainder share of {format_money(action.amount, currency)})"
-            )
     elif kind is ActionKind.FIXED_PRICE:
         new = Decimal(action.amount * quantity)
-        why = f"fixed price {format_money(action.amount, currency)} per unit"
     elif kind is ActionKind.MULTIPLIER:
         new = current * action.multiplier
-        why = f"price x {action.multiplier}"
     else:
         assert action.curve is not None
         assert quote.fill_ratio is not None
-        multiplier = action.curve.multiplier(quote.fill_ratio)
-        new = current * multiplier
-        why = f"demand price x {multiplier} at fill ratio {quote.fill_ratio}"
+        factor = action.curve.multiplier(quote.fill_ratio)
+        new = current * factor
+    flags = 0
     if rule.max_discount is not None and current - new > rule.max_discount:
         new = current - rule.max_discount
-        why += f", capped at a maximum discount of {format_money(rule.max_discount, currency)}"
+        flags |= CAPPED
     if rule.price_floor is not None and new < current:
         floor = Decimal(rule.price_floor * quantity)
         if new < floor:
             # The floor only limits this rule's cut; it never raises a price already below it.
-            new = max(floor, new) if floor <= current else current
-            why += f", held at the price floor of {format_money(rule.price_floor, currency)}/unit"
+            new = floor if floor <= current else current
+            flags |= FLOORED
     if new < 0:
         new = _ZERO
-        why += ", limited to the line amount"
-    return new, why + f" [{rule.stacking.value}, priority {rule.priority}]"
+        flags |= ZEROED
+    return Adjustment(
+        rule,
+        new - current,
+        quote.currency,
+        share=share,
+        factor=factor,
+        fill=quote.fill_ratio if factor is not None else None,
+        flags=flags,
+    )
 
 
 def _amount_off_shares(rule: Rule, targets: list[_Line]) -> list[int]:
+    if len(targets) == 1:  # nothing to split
+        return [min(rule.action.amount, int(max(targets[0].current, _ZERO)))]
     weights = [max(t.current, _ZERO) for t in targets]
     available = int(sum(weights, _ZERO))  # never take off more than the lines are worth
     return allocate(min(rule.action.amount, available), weights)
+
+
+def _record(line: _Line, adjustment: Adjustment, applies: bool) -> None:
+    if applies:
+        line.current += adjustment.exact
+        line.result.adjustments.append(adjustment)
+    else:
+        adjustment.applied = False
+        line.result.shadow.append(adjustment)
+
+
+def _apply_line(line: _Line, quote: QuoteInput) -> None:
+    """Line-major walk: valid when no rule on the line spans several lines (no amountOff)."""
+    quantity = line.result.quantity
+    if not line.shadow:
+        for rule in line.applied:
+            _record(line, _effect(rule, line.current, quantity, 0, quote), True)
+        return
+    steps = sorted(
+        [(r.order, r, True) for r in line.applied] + [(r.order, r, False) for r in line.shadow],
+        key=lambda step: step[0],
+    )
+    for _, rule, applies in steps:
+        _record(line, _effect(rule, line.current, quantity, 0, quote), applies)
 
 
 def _apply_in_order(lines: list[_Line], quote: QuoteInput) -> None:
@@ -375,14 +463,7 @@ def _apply_in_order(lines: list[_Line], quote: QuoteInput) -> None:
         if rule.action.kind is ActionKind.AMOUNT_OFF:
             shares = _amount_off_shares(rule, [t for t, _ in targets])
         for (line, applies), share in zip(targets, shares, strict=True):
-            new, why = _effect(rule, line.current, line.result.quantity, share, quote)
-            adjustment = Adjustment(rule, new - line.current, why, applied=applies)
-            if applies:
-                line.current = new
-                line.result.adjustments.append(adjustment)
-            else:
-                adjustment.why = "shadow (not applied): " + why
-                line.result.shadow.append(adjustment)
+            _record(line, _effect(rule, line.current, line.result.quantity, share, quote), applies)
 
 
 def _apply_best_discount(lines: list[_Line], quote: QuoteInput) -> None:
@@ -390,30 +471,25 @@ def _apply_best_discount(lines: list[_Line], quote: QuoteInput) -> None:
     for line in lines:
         for rule in line.discounts:
             per_rule.setdefault(rule.order, (rule, []))[1].append(line)
-    offers: dict[int, list[tuple[Decimal, int, Rule, Decimal, str]]] = {}
+    offers: dict[int, list[Adjustment]] = {}
     for order in sorted(per_rule):
         rule, targets = per_rule[order]
         shares = [0] * len(targets)
         if rule.action.kind is ActionKind.AMOUNT_OFF:
             shares = _amount_off_shares(rule, targets)
         for line, share in zip(targets, shares, strict=True):
-            new, why = _effect(rule, line.current, line.result.quantity, share, quote)
-            offers.setdefault(line.result.index, []).append(
-                (new - line.current, order, rule, new, why)
-            )
+            offer = _effect(rule, line.current, line.result.quantity, share, quote)
+            offers.setdefault(line.result.index, []).append(offer)
     for line in lines:
         options = offers.get(line.result.index)
         if not options:
             continue
         # The most negative change wins; on a tie the rule first in order.
-        change, _, rule, new, why = min(options, key=lambda o: (o[0], o[1]))
-        if change >= 0:
+        best = min(options, key=lambda o: (o.exact, o.rule.order))
+        if best.exact >= 0:
             continue
-        others = len(options) - 1
-        if others:
-            why += f"; best deal among {others + 1} discounts"
-        line.result.adjustments.append(Adjustment(rule, change, why))
-        line.current = new
+        best.best_of = len(options)
+        _record(line, best, True)
 
 
 def _round_line(line: _Line, mode: RoundingMode) -> None:

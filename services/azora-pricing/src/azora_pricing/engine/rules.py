@@ -104,6 +104,10 @@ class Action:
     amount: int = 0  # amountOff / fixedPrice, minor units of ``Rule.currency``
     multiplier: Decimal = Decimal(1)
     curve: DemandCurve | None = None
+    kind_name: str = ""  # kind.value, precomputed for the trace
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind_name", self.kind.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +145,13 @@ class Rule:
     price_floor: int | None = None  # per unit
     promotion: Promotion | None = None
     order: int = 0  # position in (priority, namespace, name) order; set by the index
+    # False when being a candidate of the index (sku or label hit, or wildcard) already proves
+    # the target matches: the per-line criteria check is skipped.
+    needs_match: bool = True
+    key: str = ""  # "namespace/name", filled in by __post_init__ (used on every trace line)
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
     def sort_key(self) -> tuple[int, str, str]:
         return (self.priority, self.namespace, self.name)

@@ -350,6 +350,18 @@ def compile_rule(
             "target.currencies",
             f"the rule's amounts are in {currency}, which target.currencies excludes",
         )
+    needs_match = bool(
+        currency
+        or target.currencies
+        or target.segments
+        or target.cohorts
+        or (target.products and target.labels)
+        or action.kind is ActionKind.DEMAND_CURVE
+        or any(
+            v is not None
+            for v in (target.minQuantity, target.maxQuantity, target.minAmount, target.maxAmount)
+        )
+    )
     return Rule(
         namespace=namespace,
         name=name,
@@ -374,6 +386,7 @@ def compile_rule(
         max_discount=max_discount,
         price_floor=price_floor,
         promotion=promotion,
+        needs_match=needs_match,
     )
 
 

@@ -18,7 +18,7 @@ def _adjustment(adj: Adjustment) -> dict[str, Any]:
     return {
         "rule": adj.rule.key,
         "revision": adj.rule.revision,
-        "kind": adj.kind.value,
+        "kind": adj.rule.action.kind_name,
         "amount": adj.amount,
         "exact": decimal_text(adj.exact),
         "why": adj.why,
