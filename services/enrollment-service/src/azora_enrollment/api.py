@@ -183,6 +183,7 @@ async def enrollment_history(
     responses=_PROBLEMS,
 )
 async def transition_enrollment(
+    request: Request,
     enrollment_id: uuid.UUID,
     body: TransitionIn,
     session: SessionDep,
@@ -190,6 +191,9 @@ async def transition_enrollment(
     principal: WriteDep,
     key: IdempotencyKeyDep = None,
 ) -> Response:
+    if body.to == "enrolled":
+        await service.expire_offer_if_due(request.app.state.db.sessionmaker, enrollment_id, now)
+
     async def handler() -> tuple[int, Any]:
         view = await service.transition(
             session,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +23,15 @@ State = Literal[
 assert set(State.__args__) == set(ALL_STATES)  # type: ignore[attr-defined]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
-AttributeValue = str | int | bool | None
+# PostgreSQL text and JSONB cannot hold NUL; JSON numbers beyond 2^53 are not portable.
+NO_NUL = r"^[^\x00]*$"
+AttributeValue = (
+    Annotated[str, Field(max_length=500, pattern=NO_NUL)]
+    | Annotated[int, Field(ge=-(2**53), le=2**53)]
+    | bool
+    | None
+)
+AttributeKey = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
 
 
 class _In(BaseModel):
@@ -32,16 +40,20 @@ class _In(BaseModel):
 
 class CohortPut(_In):
     generation: int = Field(ge=0, le=2**62)
-    uid: str = Field(min_length=1, max_length=200)
+    uid: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     spec: dict[str, Any]
 
 
 class StudentIn(_In):
     id: str = Field(pattern=_ID, description="The education platform's student id.")
     segment: str | None = Field(
-        default=None, min_length=1, max_length=200, description="Omitted: keep the stored one."
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Omitted: keep the stored one.",
     )
-    attributes: dict[str, AttributeValue] | None = Field(default=None, max_length=50)
+    attributes: dict[AttributeKey, AttributeValue] | None = Field(default=None, max_length=50)
 
 
 class EnrollmentIn(_In):
@@ -59,7 +71,7 @@ class BulkIn(_In):
 
 class TransitionIn(_In):
     to: State
-    reason: str | None = Field(default=None, max_length=500)
+    reason: str | None = Field(default=None, max_length=500, pattern=NO_NUL)
 
 
 class StudentOut(BaseModel):

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from azora_common.errors import ProblemError, StaleGeneration
 from azora_common.listener import notify
@@ -452,6 +452,25 @@ async def transition(
     updated = await repo.get_enrollment(session, enrollment_id)
     assert updated is not None
     return enrollment_view(updated, cohort, await _position(session, updated, cohort, spec))
+
+
+async def expire_offer_if_due(
+    sessionmaker: async_sessionmaker[AsyncSession], enrollment_id: uuid.UUID, now: datetime
+) -> None:
+    """Expire this enrollment's offer in its own, committed transaction if its time is up.
+
+    A claim that arrives too late is refused, and the refusal rolls the request back; doing
+    the expiry separately first makes it a recorded fact (history, the next offer) rather
+    than something the refused request undoes. ``transition`` re-checks under the lock, so
+    correctness does not depend on this step, only the promptness of the outcome.
+    """
+    async with sessionmaker() as session, session.begin():
+        seen = await repo.get_enrollment(session, enrollment_id)
+        if seen is None or seen.state != "offered" or seen.offer_expires_at > now:
+            return
+        cohort = await repo.lock_cohort_by_id(session, seen.cohort_id)
+        assert cohort is not None
+        await expire_due_offers(session, cohort, spec_of(cohort), now)
 
 
 async def _refund_if_in_window(

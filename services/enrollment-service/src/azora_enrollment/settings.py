@@ -15,8 +15,8 @@ class EnrollmentSettings(ServiceSettings):
     port: int = 8101
 
     # Other services, reached only through the outbox (never on the enrollment hot path).
-    pricing_url: str = "http://127.0.0.1:8102"
-    ledger_url: str = "http://127.0.0.1:8103"
+    pricing_url: str = "http://127.0.0.1:8103"
+    ledger_url: str = "http://127.0.0.1:8102"
     # One token with pricing:read pricing:write ledger:read ledger:write.
     service_token: SecretStr = SecretStr("")
     http_timeout_s: float = Field(default=5.0, gt=0)

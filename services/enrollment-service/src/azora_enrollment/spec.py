@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -20,6 +20,8 @@ from azora_enrollment.errors import InvalidSpec
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 COHORT_KEY_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 # Students whose segment has no priority rule queue after every ruled segment.
 UNRULED_PRIORITY = 1_000_000
 
@@ -48,20 +50,20 @@ class _Spec(BaseModel):
 
 
 class PriorityRule(_Spec):
-    segment: str = Field(min_length=1, max_length=200)
+    segment: Text
     priority: int = Field(ge=0, le=UNRULED_PRIORITY - 1)
 
 
 class Eligibility(_Spec):
-    segments: list[str] = Field(default_factory=list, max_length=100)
-    prerequisites: list[str] = Field(default_factory=list, max_length=50)
+    segments: list[Text] = Field(default_factory=list, max_length=100)
+    prerequisites: list[Text] = Field(default_factory=list, max_length=50)
 
 
 class WaitlistSpec(_Spec):
     enabled: bool = False
     capacity: int | None = Field(default=None, ge=0)
     mode: Literal["autoEnroll", "offer"] = "autoEnroll"
-    claim_window: str = "48h"
+    claim_window: str = Field(default="48h", max_length=50)
     ordering: Literal["fifo", "priority"] = "fifo"
     priority_rules: list[PriorityRule] = Field(default_factory=list, max_length=100)
     position_visible: bool = True
@@ -86,20 +88,20 @@ class WaitlistSpec(_Spec):
 
 
 class PricingSpec(_Spec):
-    product: str = Field(min_length=1, max_length=200)
+    product: Text
     currency: str = Field(pattern=r"^[A-Z]{3}$")
 
 
 class CohortSpec(_Spec):
-    course: str = Field(min_length=1, max_length=200)
-    title: str = Field(min_length=1, max_length=500)
+    course: Text
+    title: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
     capacity: int | None = Field(default=None, ge=0, le=10_000_000)
     opens_at: AwareDatetime | None = None
     closes_at: AwareDatetime | None = None
     eligibility: Eligibility = Field(default_factory=Eligibility)
     waitlist: WaitlistSpec = Field(default_factory=WaitlistSpec)
     pricing: PricingSpec | None = None
-    refund_window: str | None = None
+    refund_window: str | None = Field(default=None, max_length=50)
 
     @field_validator("refund_window")
     @classmethod
