@@ -16,6 +16,7 @@ def run_schemathesis(
     max_examples: int = 25,
     endpoint: str | None = None,
     exclude_paths: str | None = None,
+    include_paths: str | None = None,
     timeout: float = 240.0,
 ) -> subprocess.CompletedProcess[str]:
     argv = [
@@ -37,11 +38,16 @@ def run_schemathesis(
     ]
     if endpoint:
         argv += ["--endpoint", endpoint]
+    if include_paths:
+        argv += ["--include-path-regex", include_paths]
     if exclude_paths:
         argv += ["--exclude-path-regex", exclude_paths]
     result = subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, cwd=Path.cwd(), check=False
     )
+    if "No checks were performed" in result.stdout:
+        # A run that tested nothing must not pass.
+        return subprocess.CompletedProcess(argv, 1, result.stdout, result.stderr)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-20000:] + result.stderr[-5000:])
     return result

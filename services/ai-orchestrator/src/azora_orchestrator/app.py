@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from azora_common.app import create_service_app
 from azora_common.listener import RevisionListener
-from azora_orchestrator import __version__, repository
+from azora_orchestrator import __version__, openapi_extra, repository
 from azora_orchestrator.api import router
 from azora_orchestrator.health import ActiveHealthChecker
-from azora_orchestrator.proxy import Gateway
+from azora_orchestrator.proxy import Gateway, HotPath
 from azora_orchestrator.settings import OrchestratorSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -61,5 +61,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     )
     app.state.gateway = gateway
     # Hot-path routes first, so the router matches them before anything else.
+    # The data-plane routes stay in the router (so a wrong method gets the usual 405 and the
+    # routes are visible), but requests to them enter through HotPath, around the stack.
     app.router.routes[0:0] = gateway.routes()
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: HotPath(build_stack(), gateway)  # type: ignore[method-assign]
+    openapi_extra.install(app)
     return app

@@ -18,3 +18,7 @@ def main() -> None:
             migrations=MIGRATIONS,
         )
     )
+
+
+if __name__ == "__main__":
+    main()

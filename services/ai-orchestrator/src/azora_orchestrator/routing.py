@@ -31,6 +31,9 @@ OPERATIONS = {
     "embeddings": "/embeddings",
 }
 
+# Upper bound of the latency EWMA fed by failures (seconds per output token).
+MAX_PENALTY_S = 60.0
+
 WRR = "weighted-round-robin"
 LEAST_REQUEST = "least-request"
 LATENCY = "latency"
@@ -41,7 +44,6 @@ class BackendConfig:
     name: str
     url: str
     upstream_model: str
-    rewrite_model: bool
     weight: int
     priority: int
     max_concurrency: int
@@ -261,7 +263,9 @@ class Route:
         a = self.tun.error_alpha
         st.error_rate += a * (1.0 - st.error_rate)
         prev = st.ewma_s or 0.0
-        penalty = max(prev * 2.0, self.tun.failure_penalty_s)
+        # A failure counts as at least the penalty and at least twice the current estimate,
+        # capped so a long outage cannot push the score beyond recovery.
+        penalty = min(max(prev * 2.0, self.tun.failure_penalty_s), MAX_PENALTY_S)
         st.ewma_s = prev + self.tun.ewma_alpha * (penalty - prev)
         st.consecutive_failures += 1
         if st.ejected or st.consecutive_failures < self.consecutive_failures:
@@ -374,7 +378,6 @@ def build_route(
             name=b.name,
             url=b.url,
             upstream_model=upstream,
-            rewrite_model=upstream != spec.model,
             weight=b.weight,
             priority=b.priority,
             max_concurrency=b.max_concurrency or 1 << 62,
