@@ -67,6 +67,18 @@ status: ## show what runs
 cluster: sync tools ## only the local control plane (etcd + kube-apiserver); writes .local/kubeconfig
 	$(UV) run python hack/local.py up --only cluster
 
+.PHONY: images
+images: sync system-deps ## build every image with buildah (no Docker engine needed)
+	bash hack/images.sh build
+
+.PHONY: kind-up
+kind-up: ## on a machine with Docker: kind cluster, images loaded, helm install
+	bash hack/kind-up.sh
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster
+	bash hack/kind-down.sh
+
 .PHONY: openapi
 openapi: sync ## regenerate docs/api/*.json from the apps
 	$(UV) run python hack/export_openapi.py

@@ -1,0 +1,225 @@
+"""The chart against a real kube-apiserver: server-side validation of every object, a real
+`helm install` / `upgrade` / `test` (Jobs completed by a stand-in controller), tokens kept across
+upgrades, and the operator's RBAC checked with `kubectl auth can-i`."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from azora_common.devenv import LocalControlPlane
+from azora_common.devenv.tools import tool_path
+from tests.chart.conftest import CHART, CI_VALUES, FakeJobController, helm
+
+pytestmark = pytest.mark.e2e
+
+
+def _create_namespace(cp: LocalControlPlane, name: str) -> None:
+    result = cp.kubectl("create", "namespace", name)
+    assert result.returncode == 0, result.stderr
+
+
+def _crds_installed(cp: LocalControlPlane) -> None:
+    result = cp.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [pytest.param((), id="defaults")] + [pytest.param((p,), id=p.stem) for p in CI_VALUES],
+)
+def test_every_rendered_object_passes_server_side_validation(
+    control_plane: LocalControlPlane, values: tuple[Path, ...]
+) -> None:
+    namespace = f"dry-{values[0].stem if values else 'defaults'}"[:40]
+    _create_namespace(control_plane, namespace)
+    _crds_installed(control_plane)
+    args = ["template", "azora", str(CHART), "--namespace", namespace]
+    for path in values:
+        args += ["-f", str(path)]
+    manifest = helm(*args).stdout
+    # Strict field validation: an unknown or misplaced field is an error, not a warning.
+    result = control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager=chart-test",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=manifest,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == manifest.count("\nkind: ")
+
+
+def _secret_value(cp: LocalControlPlane, namespace: str, name: str, key: str) -> str:
+    result = cp.kubectl("get", "secret", name, "-n", namespace, "-o", f"jsonpath={{.data.{key}}}")
+    assert result.returncode == 0, result.stderr
+    return base64.b64decode(result.stdout).decode()
+
+
+def _helm(cp: LocalControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    return helm(*args, env=cp.env(), timeout=240)
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: LocalControlPlane) -> str:
+    """`helm install` of the default values into namespace "azora"; returns the namespace."""
+    namespace = "azora"
+    _create_namespace(control_plane, namespace)
+    with FakeJobController(control_plane) as jobs:
+        _helm(
+            control_plane,
+            "install", "azora", str(CHART), "-n", namespace, "--timeout", "120s",
+            "--set", "monitoring.serviceMonitor.enabled=true",
+            "--set", "monitoring.prometheusRule.enabled=true",
+            "--set", "monitoring.dashboards.enabled=true",
+            "--set", "networkPolicy.enabled=true",
+        )  # fmt: skip
+    # The migration hooks ran (and had to finish) before the release objects were created.
+    assert sorted(jobs.completed) == sorted(
+        f"{namespace}/azora-{s}-migrate"
+        for s in ("enrollment", "ledger", "pricing", "orchestrator")
+    )
+    return namespace
+
+
+def test_install_creates_the_release(control_plane: LocalControlPlane, installed: str) -> None:
+    result = control_plane.kubectl(
+        "get", "deploy,svc,secret,servicemonitor,prometheusrule,networkpolicy,cm",
+        "-n", installed, "-o", "name",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    names = set(result.stdout.split())
+    for svc in ("enrollment", "ledger", "pricing", "orchestrator", "operator"):
+        assert f"deployment.apps/azora-{svc}" in names
+        assert f"service/azora-{svc}" in names
+        assert f"servicemonitor.monitoring.coreos.com/azora-{svc}" in names
+        assert f"networkpolicy.networking.k8s.io/azora-{svc}" in names
+    assert "prometheusrule.monitoring.coreos.com/azora" in names
+    assert "secret/azora-tokens" in names
+    assert any(n.startswith("configmap/azora-dashboard-") for n in names)
+    crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
+    for crd in ("pricingrules", "aimodelroutes", "enrollmentcohorts"):
+        assert f"customresourcedefinition.apiextensions.k8s.io/{crd}.azora.io" in crds
+
+
+def test_tokens_are_generated_once_and_kept_across_upgrades(
+    control_plane: LocalControlPlane, installed: str
+) -> None:
+    keys = ("admin-token", "service-token", "client-token")
+    before = {k: _secret_value(control_plane, installed, "azora-tokens", k) for k in keys}
+    db_before = _secret_value(control_plane, installed, "azora-ledger-env", "DATABASE_URL")
+    assert all(len(v) == 40 for v in before.values())
+    with FakeJobController(control_plane) as jobs:
+        _helm(
+            control_plane,
+            "upgrade", "azora", str(CHART), "-n", installed, "--reuse-values",
+            "--set", "services.ledger.replicaCount=3", "--timeout", "120s",
+        )  # fmt: skip
+    assert len(jobs.completed) == 4  # pre-upgrade migrations ran again
+    after = {k: _secret_value(control_plane, installed, "azora-tokens", k) for k in keys}
+    assert after == before
+    assert _secret_value(control_plane, installed, "azora-ledger-env", "DATABASE_URL") == db_before
+    assert (
+        _secret_value(control_plane, installed, "azora-pricing-env", "ADMIN_TOKEN")
+        == (before["admin-token"])
+    )
+    replicas = control_plane.kubectl(
+        "get", "deploy", "azora-ledger", "-n", installed, "-o", "jsonpath={.spec.replicas}"
+    ).stdout
+    assert replicas == "3"
+
+
+def test_helm_test_runs_the_readyz_job(control_plane: LocalControlPlane, installed: str) -> None:
+    with FakeJobController(control_plane) as jobs:
+        result = _helm(control_plane, "test", "azora", "-n", installed, "--timeout", "120s")
+    assert f"{installed}/azora-test-readyz" in jobs.completed
+    assert "azora-test-readyz" in result.stdout
+    assert "Succeeded" in result.stdout
+
+
+OPERATOR = "system:serviceaccount:azora:azora-operator"
+
+# Every verb of operator/deploy/clusterrole.yaml, resource by resource.
+ALLOWED = (
+    [
+        (verb, resource, "")
+        for resource in ("pricingrules", "aimodelroutes", "enrollmentcohorts")
+        for verb in ("list", "watch", "patch")
+    ]
+    + [
+        ("patch", resource, "status")
+        for resource in ("pricingrules", "aimodelroutes", "enrollmentcohorts")
+    ]
+    + [
+        ("create", "events", ""),
+        ("get", "secrets", ""),
+        ("list", "secrets", ""),
+        ("watch", "secrets", ""),
+        ("list", "customresourcedefinitions", ""),
+        ("watch", "customresourcedefinitions", ""),
+    ]
+)
+
+DENIED = [
+    ("create", "pricingrules", ""),
+    ("delete", "aimodelroutes", ""),
+    ("update", "enrollmentcohorts", ""),
+    ("get", "pricingrules", "scale"),
+    ("update", "pricingrules", "status"),
+    ("create", "secrets", ""),
+    ("update", "secrets", ""),
+    ("delete", "secrets", ""),
+    ("delete", "events", ""),
+    ("create", "customresourcedefinitions", ""),
+    ("patch", "customresourcedefinitions", ""),
+    ("create", "pods", ""),
+    ("get", "configmaps", ""),
+    ("patch", "deployments", ""),
+    ("create", "clusterrolebindings", ""),
+    ("escalate", "clusterroles", ""),
+    ("impersonate", "serviceaccounts", ""),
+    ("create", "serviceaccounts", "token"),
+]
+
+
+def _can_i(cp: LocalControlPlane, verb: str, resource: str, sub: str, ns: str) -> str:
+    args = ["auth", "can-i", verb, resource, "--as", OPERATOR, "-n", ns]
+    if sub:
+        args += ["--subresource", sub]
+    return cp.kubectl(*args).stdout.strip()
+
+
+@pytest.mark.parametrize(("verb", "resource", "sub"), ALLOWED)
+def test_operator_can_do_what_it_needs(
+    control_plane: LocalControlPlane, installed: str, verb: str, resource: str, sub: str
+) -> None:
+    # In another namespace too: the operator watches the whole cluster by default.
+    for ns in (installed, "team-elsewhere"):
+        assert _can_i(control_plane, verb, resource, sub, ns) == "yes", (verb, resource, sub, ns)
+
+
+@pytest.mark.parametrize(("verb", "resource", "sub"), DENIED)
+def test_operator_cannot_do_more(
+    control_plane: LocalControlPlane, installed: str, verb: str, resource: str, sub: str
+) -> None:
+    assert _can_i(control_plane, verb, resource, sub, installed) == "no", (verb, resource, sub)
+
+
+def test_uninstall_removes_the_release_objects(
+    control_plane: LocalControlPlane, installed: str
+) -> None:
+    # Last in this module (pytest keeps file order): uninstall, check, nothing left behind but
+    # the hook-created Secrets and dev database that docs/deploy.md says to delete by label.
+    _helm(control_plane, "uninstall", "azora", "-n", installed, "--timeout", "60s")
+    left = control_plane.kubectl("get", "deploy,svc,servicemonitor", "-n", installed, "-o", "name")
+    assert left.stdout.split() == ["service/azora-postgresql"]
+    assert control_plane.kubectl("get", "clusterrole", "azora-operator").returncode != 0
+    assert tool_path("kubectl").exists()
