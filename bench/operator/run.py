@@ -185,6 +185,9 @@ on {result["machine"]}.
 | operator RSS with {args.resources} resources | {rss_mb:.0f} MB | ≤ 150 MB |
 
 p50 by kind (ms): {json.dumps(a["p50_ms_by_kind"])}
+
+Where the cold start and the memory go, and the before/after of the tuning: docs/operator.md
+(Performance); `uv run python bench/operator/profile.py` breaks a cold start down.
 """
     out.with_suffix(".md").write_text(md)
     print(md)

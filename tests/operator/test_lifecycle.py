@@ -126,6 +126,37 @@ def test_drift_is_repaired_by_the_timer(
     wait_for(lambda: "DriftRepaired" in event_reasons(kube, ns, name), what="DriftRepaired Event")
 
 
+def _resynced(operator: OperatorProcess, kind: str) -> float:
+    prefix = f'azora_operator_reconciles_total{{kind="{kind}",result="resynced"}} '
+    for line in operator.metrics().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
+def test_resync_leaves_an_unchanged_status_alone(
+    kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
+) -> None:
+    obj = rule(ns)
+    apply(kube, obj)
+    name = obj["metadata"]["name"]
+    ready = wait_condition(kube, "PricingRule", ns, name, status="True")
+    version = ready["metadata"]["resourceVersion"]
+    # Every resync pass counts each Ready rule once, so growth beyond twice the number of
+    # rules means at least one whole pass ran after this point.
+    rules = kube.request("GET", "/apis/azora.io/v1alpha1/pricingrules").json()["items"]
+    start = _resynced(operator, "PricingRule")
+    wait_for(
+        lambda: _resynced(operator, "PricingRule") > start + 2 * len(rules),
+        what="two resync passes",
+    )
+    # It compared the rule with the service but wrote nothing: no PATCH, no watch event.
+    after = get_obj(kube, "PricingRule", ns, name)
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == version
+    assert after["status"]["lastSyncTime"] == ready["status"]["lastSyncTime"]
+
+
 def test_service_down_is_reported_and_recovers_by_itself(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:

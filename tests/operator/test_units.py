@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from azora_operator.client import _reason_from_problem
 from azora_operator.conditions import Condition, merge_conditions
 from azora_operator.crddocs import render
+from azora_operator.handlers import _status_differs
 from azora_operator.kinds import AI_MODEL_ROUTE, ENROLLMENT_COHORT, PRICING_RULE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +130,27 @@ def test_crd_docs_cover_every_field_and_rule() -> None:
         assert "Cross-field rules" in page
         committed = ROOT / "docs" / "crds" / f"{crd['spec']['names']['kind'].lower()}.md"
         assert committed.read_text() == page, "run `uv run azora-operator crd-docs`"
+
+
+def test_resync_writes_status_only_when_a_reader_would_see_a_change() -> None:
+    now = datetime.now(UTC)
+    fresh = (now - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stale = (now - timedelta(seconds=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    insight = {
+        "backends": [{"name": "a", "healthy": True, "ejected_until": None, "effective_weight": 2.0}]
+    }
+    figures = AI_MODEL_ROUTE.insight_status(insight)
+    # As the API server stores it: nulls inside list items pruned, 2.0 read back as 2.
+    current = {
+        "lastSyncTime": fresh,
+        **figures,
+        "backends": [{**figures["backends"][0], "effectiveWeight": 2}],
+    }
+    written = {"lastSyncTime": "2030-01-01T00:00:00Z", **figures}
+    assert not _status_differs(current, written, heartbeat=300)
+    # A merge-patch null equals an absent field.
+    assert not _status_differs(current, {"redemptions": None}, heartbeat=300)
+    # A changed figure is written, and so is the heartbeat once it is due.
+    assert _status_differs(current, {**written, "healthyBackends": 0}, heartbeat=300)
+    assert _status_differs({**current, "lastSyncTime": stale}, written, heartbeat=300)
+    assert _status_differs({k: v for k, v in current.items() if k != "lastSyncTime"}, written, 300)

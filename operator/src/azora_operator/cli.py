@@ -54,7 +54,8 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     settings = OperatorSettings()
     configure_logging(settings.log_level, settings.log_json)
     namespaces: list[str] = list(args.namespace) or list(settings.namespaces)
-    registry, _ = build_registry(settings)
+    # With peering Kopf pauses a standby's timers but not our own resync loop: use timers.
+    registry, _ = build_registry(settings, per_object_timers=args.peering is not None)
     # One replica is the supported setup (Deployment strategy Recreate): standalone means no
     # KopfPeering objects are needed or touched. See docs/operator.md before running more.
     asyncio.run(

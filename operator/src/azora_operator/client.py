@@ -9,6 +9,7 @@ or an exception message.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,12 +71,23 @@ class AdminClient:
     """Admin API of one service. ``session`` is shared by all clients of the operator."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, token: str, timeout: float
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str,
+        timeout: float,
+        *,
+        concurrency: int = 16,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # At most this many calls in flight to this service. The timeout starts only once a
+        # call holds a slot: a burst (a cold start with hundreds of resources) waits its turn
+        # instead of timing out in aiohttp's connection-pool queue and being reported as an
+        # unavailable service, which used to trigger a retry storm that made it worse.
+        self._slots = asyncio.Semaphore(concurrency)
 
     @property
     def base_url(self) -> str:
@@ -91,9 +103,12 @@ class AdminClient:
         self, method: str, url: str, body: JSON | None = None
     ) -> tuple[int, JSON | None]:
         try:
-            async with self._session.request(
-                method, url, json=body, headers=self._headers, timeout=self._timeout
-            ) as resp:
+            async with (
+                self._slots,
+                self._session.request(
+                    method, url, json=body, headers=self._headers, timeout=self._timeout
+                ) as resp,
+            ):
                 status = resp.status
                 payload: JSON | None = None
                 if status != 204:

@@ -6,17 +6,20 @@ operator with their own settings (no module-level state besides Prometheus metri
 
 Every handler is idempotent: the admin PUT is generation-stamped (the same generation and spec
 is a no-op for the service; an older one is refused with 409), so a re-run after a crash, a
-restart mid-way, or a timer firing at the same time as an update cannot apply anything twice
+restart mid-way, or the resync loop racing an update cannot apply anything twice
 or let an old spec win.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import copy
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +45,7 @@ FINALIZER = "azora.io/cleanup"
 FORCE_DELETE_ANNOTATION = "azora.io/force-delete"
 ANNOTATION_PREFIX = "azora.io"
 
-# Reasons on Synced=False that are the spec's fault for this generation: the timer must not
+# Reasons on Synced=False that are the spec's fault for this generation: the resync must not
 # re-send such a spec (it would only be refused again); a new generation will be applied.
 _RETRYABLE_REASONS = frozenset({"ServiceUnavailable"})
 
@@ -94,7 +97,9 @@ class Reconciler:
 
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
-        self.kube = KubeReader(timeout=settings.kube_request_timeout)
+        self.kube = KubeReader(
+            timeout=settings.kube_request_timeout, connections=settings.kube_connections
+        )
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, AdminClient] = {}
         self._runner: Any = None
@@ -102,25 +107,48 @@ class Reconciler:
         # Secret (namespace, name) → digest of its data: tells a real change from a resync.
         # Only a digest is kept, never the value.
         self._secret_digests: dict[tuple[str, str], str] = {}
+        # Objects a Kopf handler is working on right now (kind, namespace, name): the resync
+        # pass leaves them alone, as Kopf's per-object timer did with ``idle``.
+        self._busy: set[tuple[str, str, str]] = set()
+        self._resync_task: asyncio.Task[None] | None = None
+        self._event_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # One session for all admin calls: keep-alive connections, at most
+        # ``service_concurrency`` in flight per service (AdminClient's own limit).
+        per_host = self.settings.service_concurrency
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=32)
+            connector=aiohttp.TCPConnector(
+                limit=per_host * len(KINDS), limit_per_host=per_host, keepalive_timeout=60
+            )
         )
         token = self.settings.bearer_token()
         for kind in KINDS:
             self._clients[kind.kind] = AdminClient(
-                self._session, kind.base_url(self.settings), token, self.settings.request_timeout
+                self._session,
+                kind.base_url(self.settings),
+                token,
+                self.settings.request_timeout,
+                concurrency=per_host,
             )
         self._runner = await start_server(
             build_app(self.readiness), self.settings.host, self.settings.port
         )
         self._started = True
 
+    def start_resync(self, indices: Mapping[str, Any]) -> None:
+        """Start the one operator-wide resync loop over the Kopf indices of the three kinds."""
+        self._resync_task = asyncio.create_task(self._resync_loop(indices), name="azora-resync")
+
     async def stop(self) -> None:
         self._started = False
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync_task
+            self._resync_task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -177,8 +205,36 @@ class Reconciler:
         RESOURCE_STATES.set(kind.kind, meta["namespace"], meta["name"], _state(conditions))
         return conditions
 
-    @staticmethod
+    def _event(self, body: kopf.Body, *, type: str, reason: str, message: str) -> None:
+        """Post an Event: through Kopf inside its handlers, ourselves in the resync loop.
+
+        Kopf's ``kopf.event`` needs the per-object context Kopf sets up for handlers; the
+        resync loop is not a handler, so it posts with the operator's own session instead
+        (same Event shape). Posting never blocks or fails the reconcile.
+        """
+        if not _IN_RESYNC_LOOP.get():
+            kopf.event(body, type=type, reason=reason, message=message)
+            return
+        involved = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "name": body.meta.get("name"),
+            "uid": body.meta.get("uid"),
+            "namespace": body.meta.get("namespace"),
+        }
+        task = asyncio.create_task(self._post_event(involved, type, reason, message))
+        # Keep a reference until it is done (the loop holds only weak ones).
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _post_event(self, involved: JSON, type_: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.post_event(involved, type_, reason, message)
+        except Exception as exc:  # an Event is best effort, like Kopf's own
+            log.warning("posting Event %s failed: %s", reason, exc)
+
     def _event_on_change(
+        self,
         body: kopf.Body,
         status: Mapping[str, Any],
         new: Condition,
@@ -195,9 +251,9 @@ class Reconciler:
         if not changed:
             return
         if new.status:
-            kopf.event(body, type="Normal", reason=new.reason, message=new.message)
+            self._event(body, type="Normal", reason=new.reason, message=new.message)
         else:
-            kopf.event(body, type="Warning", reason=new.reason, message=new.message)
+            self._event(body, type="Warning", reason=new.reason, message=new.message)
 
     # -- apply (create / update / resume) ----------------------------------------------------
 
@@ -322,14 +378,14 @@ class Reconciler:
         try:
             insight = await self.client(kind).insight(kind.admin_plural, namespace, name)
         except ServiceUnavailable:
-            insight = None  # the apply worked; the timer fills the live figures later
+            insight = None  # the apply worked; the resync fills the live figures later
         reason_message = (
             f"generation {generation} is live in {kind.service} as revision {applied.revision}"
         )
         live = _live_conditions(kind, insight, reason_message)
         ready = live[0]
         if drift:
-            kopf.event(
+            self._event(
                 body,
                 type="Warning",
                 reason="DriftRepaired",
@@ -405,7 +461,7 @@ class Reconciler:
         namespace, name = str(meta["namespace"]), str(meta["name"])
         annotations = meta.get("annotations") or {}
         if str(annotations.get(FORCE_DELETE_ANNOTATION, "")).lower() == "true":
-            kopf.event(
+            self._event(
                 body,
                 type="Warning",
                 reason="ForceDeleted",
@@ -420,7 +476,7 @@ class Reconciler:
         except (ServiceUnavailable, Rejected) as exc:
             waited = _seconds_since(meta.get("deletionTimestamp"))
             if waited >= self.settings.delete_timeout:
-                kopf.event(
+                self._event(
                     body,
                     type="Warning",
                     reason="CleanupAbandoned",
@@ -440,7 +496,7 @@ class Reconciler:
         RESOURCE_STATES.forget(kind.kind, namespace, name)
         log.info("%s %s/%s removed from %s", kind.kind, namespace, name, kind.service)
 
-    # -- timer: drift repair and live insight ------------------------------------------------
+    # -- resync of one resource: drift repair and live insight -----------------------------
 
     async def resync(
         self,
@@ -511,6 +567,94 @@ class Reconciler:
         self._write_status(kind, meta, status, patch, updates, generation=generation, extra=extra)
         RECONCILES.labels(kind=kind.kind, result="resynced").inc()
 
+    # -- the operator-wide resync loop -------------------------------------------------------
+    #
+    # One task for all resources instead of a Kopf timer per object: a per-object timer is an
+    # asyncio task plus Kopf's per-object daemon state, and each firing wrote status (a PATCH
+    # and a watch event) even when nothing had changed. The loop reads Kopf's in-memory
+    # indices (kept current by the watch, no API calls), checks every resource against its
+    # service with bounded concurrency, and writes status only when it changed.
+
+    @contextlib.contextmanager
+    def handling(self, kind: Kind, meta: Mapping[str, Any]) -> Iterator[None]:
+        """Mark an object as being handled by a Kopf handler (the resync skips it)."""
+        key = (kind.kind, str(meta["namespace"]), str(meta["name"]))
+        self._busy.add(key)
+        try:
+            yield
+        finally:
+            self._busy.discard(key)
+
+    async def _resync_loop(self, indices: Mapping[str, Any]) -> None:
+        _IN_RESYNC_LOOP.set(True)  # this task and the ones it starts: see _event
+        await asyncio.sleep(self.settings.resync_initial_delay)
+        while True:
+            started = time.monotonic()
+            try:
+                await self.resync_all(indices)
+            except Exception:  # one bad pass must not end drift repair for good
+                log.exception("resync pass failed")
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(self.settings.resync_interval - elapsed, 0.1))
+
+    async def resync_all(self, indices: Mapping[str, Any]) -> None:
+        """One pass over every indexed resource (snapshot of the indices at its start)."""
+        entries: list[tuple[Kind, JSON]] = []
+        for kind in KINDS:
+            index = indices.get(_index_id(kind))
+            if index is None:
+                continue
+            for key in list(index):
+                entries.extend((kind, entry) for entry in list(index.get(key, [])))
+        slots = asyncio.Semaphore(self.settings.resync_concurrency)
+
+        async def one(kind: Kind, entry: JSON) -> None:
+            async with slots:
+                try:
+                    await self.resync_entry(kind, entry)
+                except Exception:
+                    meta = entry["body"]["metadata"]
+                    log.exception(
+                        "resync of %s %s/%s failed",
+                        kind.kind,
+                        meta.get("namespace"),
+                        meta.get("name"),
+                    )
+
+        await asyncio.gather(*(one(kind, entry) for kind, entry in entries))
+
+    async def resync_entry(self, kind: Kind, entry: JSON) -> None:
+        """Drift repair and live insight for one resource, from its indexed body."""
+        meta = entry["body"]["metadata"]
+        key = (kind.kind, str(meta["namespace"]), str(meta["name"]))
+        # Skip what a handler is working on or what changed a moment ago (its handler may
+        # not have started yet): the next pass sees the result.
+        if key in self._busy or time.monotonic() - entry.get("seen", 0.0) < _SETTLE_SECONDS:
+            return
+        body = kopf.Body(copy.deepcopy(entry["body"]))
+        patch = kopf.Patch()
+        try:
+            await self.resync(
+                kind, body=body, meta=body.meta, spec=body.spec, status=body.status, patch=patch
+            )
+        except kopf.TemporaryError as exc:
+            # A drift repair that could not reach the service (or resolve a Secret): its
+            # status is in the patch; the next pass tries again.
+            log.info("resync of %s %s/%s: %s", kind.kind, key[1], key[2], exc)
+        written = patch.get("status")
+        if not written or not _status_differs(body.status, written, self.settings.status_heartbeat):
+            return
+        outcome = await self.kube.patch_status(
+            f"{GROUP}/{VERSION}",
+            kind.plural,
+            key[1],
+            key[2],
+            dict(written),
+            meta.get("resourceVersion"),
+        )
+        if outcome != "ok":
+            log.debug("resync of %s %s/%s: status not written (%s)", *key, outcome)
+
     # -- Secrets referenced by routes --------------------------------------------------------
 
     async def secret_changed(
@@ -546,7 +690,7 @@ class Reconciler:
                     spec=payload,
                 )
             except (ServiceUnavailable, Rejected, StaleGeneration, SecretProblem) as exc:
-                # The route's own handlers and timer report and retry; this is a fast path.
+                # The route's own handlers and the resync report and retry; this is a fast path.
                 log.warning(
                     "re-sending route %s/%s after Secret %s changed failed: %s",
                     namespace,
@@ -558,23 +702,67 @@ class Reconciler:
                 RECONCILES.labels(kind=AI_MODEL_ROUTE.kind, result="secret_resynced").inc()
 
 
-def _seconds_since(timestamp: Any) -> float:
+_IN_RESYNC_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "azora_in_resync_loop", default=False
+)
+
+# An object whose last watch event is younger than this is left to its handlers this pass.
+_SETTLE_SECONDS = 1.0
+
+
+def _index_id(kind: Kind) -> str:
+    return f"resync_{kind.plural}"
+
+
+def _status_differs(
+    current: Mapping[str, Any], written: Mapping[str, Any], heartbeat: float
+) -> bool:
+    """Whether a resync's status patch changes anything a reader would see.
+
+    ``lastSyncTime`` alone is written at most every ``heartbeat`` seconds. A ``None`` in the
+    patch removes a field (JSON merge patch), so it equals an absent field.
+    """
+    for key, value in written.items():
+        if key == "lastSyncTime":
+            continue
+        if _normalized(current.get(key)) != _normalized(value):
+            return True
+    return _seconds_since(current.get("lastSyncTime"), missing=float("inf")) >= heartbeat
+
+
+def _normalized(value: Any) -> Any:
+    """Drop ``None`` members the API server does not store (it prunes nulls in lists' items)."""
+    if isinstance(value, Mapping):
+        return {k: _normalized(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_normalized(v) for v in value]
+    return value
+
+
+def _seconds_since(timestamp: Any, *, missing: float = 0.0) -> float:
     if not isinstance(timestamp, str):
-        return 0.0
+        return missing
     try:
         then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
-        return 0.0
+        return missing
     return (datetime.now(UTC) - then).total_seconds()
 
 
-def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, Reconciler]:
-    """A registry with all handlers bound to a new :class:`Reconciler`."""
+def build_registry(
+    settings: OperatorSettings, *, per_object_timers: bool = False
+) -> tuple[kopf.OperatorRegistry, Reconciler]:
+    """A registry with all handlers bound to a new :class:`Reconciler`.
+
+    ``per_object_timers`` replaces the operator-wide resync loop with a Kopf timer per object:
+    for peering, where Kopf pauses a standby replica's handlers and timers but knows nothing
+    of our own loop (a paused standby must not repair drift or write status).
+    """
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(settings)
 
     @kopf.on.startup(registry=registry)
-    async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def _startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         own = reconciler.settings
         settings.persistence.finalizer = FINALIZER
         # Progress and the diff base live in our own annotations: the CRD schemas prune
@@ -594,23 +782,31 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
         settings.watching.client_timeout = own.watch_server_timeout + 30
         settings.networking.request_timeout = own.kube_request_timeout
         settings.execution.max_workers = 4  # only login runs in threads
+        # One worker per object with events, no limit: a cold start with hundreds of
+        # resources runs their handlers concurrently; the admin clients bound the load on
+        # each service. Idle workers exit after a second instead of five (memory).
+        settings.queueing.worker_limit = None
+        settings.queueing.idle_timeout = 1.0
         await reconciler.start()
+        # Kopf hands every handler all indices (empty until the watch lists the objects).
+        if not per_object_timers:
+            reconciler.start_resync({_index_id(kind): kwargs[_index_id(kind)] for kind in KINDS})
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
         await reconciler.stop()
 
     @kopf.on.login(registry=registry)
-    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def _login(**kwargs: Any) -> kopf.AiohttpSession | None:
+        # Async so the session is created in the operator's loop. Kopf and our own calls
+        # share it (see KubeReader: Kopf's default session has no connection limit).
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
             **kwargs
         ) or kopf.login_with_kubeconfig(**kwargs)
-        if info is not None:
-            reconciler.kube.use(info)
-        return info
+        return reconciler.kube.use(info) if info is not None else None
 
     for kind in KINDS:
-        _register_kind(registry, reconciler, kind)
+        _register_kind(registry, reconciler, kind, per_object_timers=per_object_timers)
 
     @kopf.index(GROUP, VERSION, AI_MODEL_ROUTE.plural, id="route_secrets", registry=registry)
     def route_secrets(
@@ -650,7 +846,9 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
     return registry, reconciler
 
 
-def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind: Kind) -> None:
+def _register_kind(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, kind: Kind, *, per_object_timers: bool
+) -> None:
     resource = (GROUP, VERSION, kind.plural)
 
     async def apply(
@@ -664,14 +862,46 @@ def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind
         retry: int,
         **_: Any,
     ) -> None:
-        await reconciler.apply(
-            param, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=retry
-        )
+        with reconciler.handling(param, meta):
+            await reconciler.apply(
+                param, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=retry
+            )
 
     async def remove(
         *, param: Any = None, body: kopf.Body, meta: kopf.Meta, retry: int, **_: Any
     ) -> None:
-        await reconciler.remove(param, body=body, meta=meta, retry=retry)
+        with reconciler.handling(param, meta):
+            await reconciler.remove(param, body=body, meta=meta, retry=retry)
+
+    def index(
+        *, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> dict[tuple[str, str], JSON]:
+        # What the resync loop needs of each object: a compact copy of the body (without
+        # managedFields and Kopf's annotations) and when its last event arrived.
+        meta = body.meta
+        compact = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "uid": meta.get("uid"),
+                "generation": meta.get("generation"),
+                "resourceVersion": meta.get("resourceVersion"),
+                "deletionTimestamp": meta.get("deletionTimestamp"),
+            },
+            "spec": _plain(body.spec),
+            "status": _plain(body.status),
+        }
+        return {(str(namespace), name): {"body": compact, "seen": time.monotonic()}}
+
+    kopf.on.resume(*resource, id="apply", param=kind, registry=registry)(apply)
+    kopf.on.create(*resource, id="apply", param=kind, registry=registry)(apply)
+    kopf.on.update(*resource, id="apply", param=kind, field="spec", registry=registry)(apply)
+    kopf.on.delete(*resource, id="remove", param=kind, registry=registry)(remove)
+    if not per_object_timers:
+        kopf.index(*resource, id=_index_id(kind), registry=registry)(index)
+        return
 
     async def resync(
         *,
@@ -684,12 +914,11 @@ def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind
         **_: Any,
     ) -> None:
         await reconciler.resync(param, body=body, meta=meta, spec=spec, status=status, patch=patch)
+        written = patch.get("status")
+        if written and not _status_differs(status, written, reconciler.settings.status_heartbeat):
+            del patch["status"]  # nothing a reader would see: no PATCH, no watch event
 
     settings = reconciler.settings
-    kopf.on.resume(*resource, id="apply", param=kind, registry=registry)(apply)
-    kopf.on.create(*resource, id="apply", param=kind, registry=registry)(apply)
-    kopf.on.update(*resource, id="apply", param=kind, field="spec", registry=registry)(apply)
-    kopf.on.delete(*resource, id="remove", param=kind, registry=registry)(remove)
     kopf.timer(
         *resource,
         id="resync",
@@ -698,5 +927,5 @@ def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind
         interval=settings.resync_interval,
         initial_delay=settings.resync_initial_delay,
         # Not while an apply is in flight or the object changed a moment ago.
-        idle=min(settings.resync_interval, 1.0),
+        idle=min(settings.resync_interval, _SETTLE_SECONDS),
     )(resync)

@@ -74,17 +74,19 @@ def _route_status(insight: Mapping[str, Any]) -> JSON:
     for item in insight.get("backends") or []:
         if not isinstance(item, Mapping):
             continue
-        backends.append(
-            {
-                "name": str(item.get("name", "")),
-                "healthy": bool(item.get("healthy", False)),
-                "ejectedUntil": item.get("ejected_until"),
-                "inFlight": _int_or_none(item.get("in_flight")) or 0,
-                "effectiveWeight": _number(item.get("effective_weight")) or 0,
-                "latencyMsEwma": _number(item.get("latency_ms_ewma")),
-                "errorRate": _number(item.get("error_rate")),
-            }
-        )
+        backend = {
+            "name": str(item.get("name", "")),
+            "healthy": bool(item.get("healthy", False)),
+            "ejectedUntil": item.get("ejected_until"),
+            "inFlight": _int_or_none(item.get("in_flight")) or 0,
+            "effectiveWeight": _number(item.get("effective_weight")) or 0,
+            "latencyMsEwma": _number(item.get("latency_ms_ewma")),
+            "errorRate": _number(item.get("error_rate")),
+        }
+        # The API server drops nulls inside list items; leaving them out keeps the written
+        # status equal to the stored one (else Kopf logs "inconsistencies" on every write and
+        # the resync would see a difference that is not there).
+        backends.append({k: v for k, v in backend.items() if v is not None})
     total = _int_or_none(insight.get("total"))
     healthy = _int_or_none(insight.get("healthy"))
     if total is None:

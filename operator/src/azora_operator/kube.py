@@ -1,15 +1,18 @@
-"""Reading Secrets with the operator's own Kubernetes identity.
+"""The operator's own Kubernetes calls, on the one API-server session it shares with Kopf.
 
-Kopf logs in once (``@kopf.on.login``); we keep that :class:`kopf.ConnectionInfo` and use it for
-the one extra call the operator makes itself, ``GET`` of a Secret an AIModelRoute references.
-The value is decoded here and handed straight to the admin client; it is never logged, never
-part of an exception message, never written to status or an Event.
+Kopf logs in (``@kopf.on.login``); :meth:`KubeReader.use` turns that
+:class:`kopf.ConnectionInfo` into a connection-limited aiohttp session that Kopf and we both
+use. Our own calls: ``GET`` of a Secret an AIModelRoute references, and the resync loop's
+status writes and Events. A Secret's value is decoded here and handed straight to the admin
+client; it is never logged, never part of an exception message, never written to status or an
+Event.
 """
 
 from __future__ import annotations
 
 import base64
-import ssl
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -25,50 +28,64 @@ class SecretProblem(Exception):
         self.message = message
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if info.insecure:
-        return False
-    ctx = ssl.create_default_context()
-    if info.ca_path:
-        ctx.load_verify_locations(cafile=str(info.ca_path))
-    elif info.ca_data:
-        data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-        ctx.load_verify_locations(cadata=data)
-    if info.certificate_path and info.private_key_path:
-        ctx.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
-    return ctx
-
-
 class KubeReader:
-    def __init__(self, timeout: float) -> None:
+    """Secrets, and the resync loop's status writes, with the operator's own identity.
+
+    It also owns the one aiohttp session to the API server, which Kopf uses too (the login
+    handler hands it over as :class:`kopf.AiohttpSession`). Kopf's own session has no limit on
+    connections: a cold start with hundreds of resources opened one TLS connection per
+    concurrent PATCH (400+ at ~0.6 MB each: most of the operator's memory). Ours caps them at
+    ``connections``; watch streams hold one each, requests beyond the cap wait for a free one.
+    """
+
+    def __init__(self, timeout: float, connections: int = 32) -> None:
         self._info: kopf.ConnectionInfo | None = None
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._retired: list[aiohttp.ClientSession] = []
 
-    def use(self, info: kopf.ConnectionInfo) -> None:
+    def use(self, info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+        """Credentials from Kopf's login: a session for them, for Kopf and for us.
+
+        Called again when Kopf re-authenticates (e.g. an expired token); the previous session
+        is left to Kopf's requests still in flight and closed at :meth:`close`.
+        """
+        if self._session is not None:
+            self._retired.append(self._session)
         self._info = info
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._connections, ssl=info.as_ssl_context(), keepalive_timeout=60
+            ),
+            headers=info.as_http_headers(),
+            trust_env=info.trust_env,
+        )
+        return kopf.AiohttpSession(
+            server=info.server,
+            default_namespace=info.default_namespace,
+            priority=info.priority,
+            expiration=info.expiration,
+            aiohttp_session=self._session,
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in [*self._retired, *([self._session] if self._session else [])]:
+            await session.close()
+        self._retired = []
+        self._session = None
 
     def _client(self) -> tuple[aiohttp.ClientSession, kopf.ConnectionInfo]:
-        if self._info is None:
+        if self._info is None or self._session is None:
             raise SecretProblem("NotLoggedIn", "the operator has no Kubernetes credentials yet")
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=_ssl_context(self._info))
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session, self._info
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         session, info = self._client()
         headers: dict[str, str] = {"Accept": "application/json"}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         url = f"{info.server.rstrip('/')}/api/v1/namespaces/{namespace}/secrets/{name}"
         try:
-            async with session.get(url, headers=headers) as resp:
+            async with session.get(url, headers=headers, timeout=self._timeout) as resp:
                 if resp.status == 404:
                     raise SecretProblem(
                         "SecretNotFound", f"Secret {namespace}/{name} does not exist"
@@ -95,3 +112,65 @@ class KubeReader:
             raise SecretProblem(
                 "SecretUnreadable", f"key {key} of Secret {namespace}/{name} is not UTF-8 text"
             ) from None
+
+    async def patch_status(
+        self,
+        group_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None,
+    ) -> str:
+        """Merge-patch ``status`` of a custom resource; ``"ok"``, ``"conflict"`` or ``"gone"``.
+
+        With ``resource_version`` the write is conditional: the API server refuses it (409)
+        when the object changed since that version, e.g. a handler wrote a newer status
+        meanwhile; the caller then leaves it to the next pass, which sees the newer object.
+        """
+        session, info = self._client()
+        headers: dict[str, str] = {"Content-Type": "application/merge-patch+json"}
+        url = (
+            f"{info.server.rstrip('/')}/apis/{group_version}/namespaces/{namespace}/"
+            f"{plural}/{name}/status"
+        )
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        async with session.patch(url, json=body, headers=headers, timeout=self._timeout) as resp:
+            if resp.status == 409:
+                return "conflict"
+            if resp.status == 404:
+                return "gone"
+            if resp.status >= 300:
+                text = (await resp.text())[:300]
+                raise RuntimeError(
+                    f"PATCH {plural}/{namespace}/{name}/status: {resp.status} {text}"
+                )
+        return "ok"
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event like Kopf's own (for code that runs outside Kopf's handlers)."""
+        session, info = self._client()
+        namespace = str(involved.get("namespace") or "default")
+        now = datetime.now(UTC).isoformat()
+        body = {
+            "metadata": {"namespace": namespace, "generateName": "kopf-event-"},
+            "action": "Action?",
+            "type": type_,
+            "reason": reason,
+            "message": message[:1000],
+            "reportingComponent": "kopf",
+            "reportingInstance": "dev",
+            "source": {"component": "kopf"},
+            "involvedObject": dict(involved),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "eventTime": now,
+        }
+        url = f"{info.server.rstrip('/')}/api/v1/namespaces/{namespace}/events"
+        async with session.post(url, json=body, timeout=self._timeout) as resp:
+            if resp.status >= 300:
+                raise RuntimeError(f"posting Event {reason}: HTTP {resp.status}")
