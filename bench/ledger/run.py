@@ -112,6 +112,11 @@ async def drive(
     }
 
 
+def pair(codes: list[str]) -> tuple[str, str]:
+    a, b = random.sample(codes, 2)
+    return a, b
+
+
 def body(debit: str, credit: str, amount: int) -> dict[str, Any]:
     return {
         "postings": [
@@ -188,9 +193,7 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
 
             # Warm-up with history: 50k transfers through the batch endpoint.
             for _ in range(100):
-                await batch(
-                    [body(*random.sample(codes, 2), random.randint(1, 10_000)) for _ in range(500)]
-                )
+                await batch([body(*pair(codes), random.randint(1, 10_000)) for _ in range(500)])
 
             async def single(debit: str, credit: str) -> int:
                 async with http.post("/v1/transactions", json=body(debit, credit, 7)) as r:
@@ -198,17 +201,22 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
                         raise RuntimeError(f"{r.status} {await r.text()}")
                     return 1
 
-            results["http_single_uniform"] = await drive(
-                args.seconds, args.concurrency, lambda: single(*random.sample(codes, 2))
-            )
-            results["http_single_hot"] = await drive(
-                args.seconds, args.concurrency, lambda: single(HOT, random.choice(codes))
-            )
-            results["http_batch_uniform"] = await drive(
-                args.seconds,
-                4,
-                lambda: batch([body(*random.sample(codes, 2), 3) for _ in range(1000)]),
-            )
+            scenarios: dict[str, tuple[int, Callable[[], Awaitable[int]]]] = {
+                "http_single_uniform": (
+                    args.concurrency,
+                    lambda: single(*pair(codes)),
+                ),
+                "http_single_hot": (args.concurrency, lambda: single(HOT, random.choice(codes))),
+                "http_batch_uniform": (
+                    4,
+                    lambda: batch([body(*pair(codes), 3) for _ in range(1000)]),
+                ),
+            }
+            for name, (concurrency, one) in scenarios.items():
+                if args.only and name not in args.only:
+                    continue
+                with profiled(proc.pid, args.profile_dir, name):
+                    results[name] = await drive(args.seconds, concurrency, one)
             async with http.get("/metrics") as r:
                 metrics = await r.text()
             results["coalesced_batch_size"] = _histogram_mean(
@@ -233,6 +241,38 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
         "duration_seconds": report["duration_seconds"],
     }
     return results
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out_dir: Path | None, name: str) -> Iterator[None]:
+    """Sample the service with py-spy (collapsed stacks) while a scenario runs, if asked."""
+    if out_dir is None:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [
+            os.environ.get("PY_SPY", "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            str(out_dir / f"{name}.txt"),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(30)
 
 
 def _histogram_mean(text: str, name: str, label: str) -> float | None:
@@ -302,6 +342,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"# azora-ledger benchmark, {report['date']}",
         "",
         f"Machine: {report['machine']}. PostgreSQL: {report['postgres']}. "
+        f"Service: {report.get('service_workers', 1)} uvicorn worker(s). "
         f"Reference: **{report['reference_label']}**.",
         "",
         "| scenario | transfers/s | p50 ms | p99 ms | reference transfers/s | ratio | target |",
@@ -337,12 +378,24 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--only", nargs="*", help="run only these service scenarios (and skip the reference)"
+    )
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="record py-spy collapsed stacks of the service per scenario here ($PY_SPY or py-spy)",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with postgres() as base:
         conn = await asyncpg.connect(base)
         version = await conn.fetchval("SHOW server_version")
         await conn.close()
+        if args.only:
+            # A partial run is for profiling and iteration: print it, write no results.
+            sys.stdout.write(json.dumps(await bench_service(base, args), indent=2) + "\n")
+            return 0
         reference = await bench_reference(base, args)
         service = await bench_service(base, args)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -353,12 +406,16 @@ async def main() -> int:
         "postgres": version,
         "reference_label": "pgledger-style SQL reference (our re-implementation)",
         "command": "uv run python bench/ledger/run.py " + " ".join(sys.argv[1:]),
+        "service_workers": args.workers,
         "service": service,
         "reference": reference,
     }
-    (RESULTS / f"ledger-{date}.json").write_text(json.dumps(report, indent=2) + "\n")
+    # One uvicorn worker is the default deployment (replicas scale out); other counts are
+    # kept beside it instead of replacing it.
+    name = f"ledger-{date}" + (f"-workers{args.workers}" if args.workers != 1 else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
-    (RESULTS / f"ledger-{date}.md").write_text(text)
+    (RESULTS / f"{name}.md").write_text(text)
     sys.stdout.write(text)
     return 0 if service["verify"]["ok"] else 1
 

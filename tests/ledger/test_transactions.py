@@ -352,3 +352,58 @@ async def test_conditions_expected_version_and_balance(books: httpx.AsyncClient)
     )
     assert low.status_code == 409
     assert low.json()["available"] == 5
+
+
+async def test_fast_route_validates_like_the_documented_schema(books: httpx.AsyncClient) -> None:
+    """POST /v1/transactions is parsed and validated by hand (fastpath.py): same answers."""
+    before = await snapshot(books)
+    # Integers beyond 64 bits stay integers (orjson alone would turn them into floats, and the
+    # error would say "not an integer" instead of naming the limit).
+    resp = await books.post(
+        "/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 2**64)
+    )
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0] == {
+        "field": "postings[0].amount",
+        "reason": "Input should be less than or equal to 9223372036854775807",
+        "code": "less_than_equal",
+    }
+    # The header and the body are validated together, as FastAPI does.
+    resp = await books.post(
+        "/v1/transactions", json={"postings": 3}, headers={"Idempotency-Key": "k" * 256}
+    )
+    assert resp.status_code == 422
+    assert [e["field"] for e in resp.json()["errors"]] == ["header.Idempotency-Key", "postings"]
+    # Only a JSON content type is parsed; no body at all is a missing body.
+    resp = await books.post(
+        "/v1/transactions", content=b'{"postings": []}', headers={"content-type": "text/plain"}
+    )
+    assert (resp.status_code, resp.json()["errors"][0]["field"]) == (422, "body")
+    resp = await books.post("/v1/transactions")
+    assert (resp.status_code, resp.json()["errors"][0]["code"]) == (422, "missing")
+    # A malformed body is a 400 even before authentication, as before.
+    resp = await books.post(
+        "/v1/transactions",
+        content=b"{",
+        headers={"content-type": "application/json", "Authorization": ""},
+    )
+    assert resp.status_code == 400
+    assert await snapshot(books) == before
+
+
+async def test_times_outside_the_utc_range_are_client_errors(books: httpx.AsyncClient) -> None:
+    # Valid RFC 3339, but before the first instant UTC can represent (found by schemathesis).
+    early = "0001-01-01T00:00:00+00:01"
+    resp = await books.get("/v1/reports/totals", params={"from": early})
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "query.from"
+    resp = await books.get("/v1/reports/trial-balance", params={"as_of": early})
+    assert resp.status_code == 422
+    before = await snapshot(books)
+    resp = await books.post(
+        "/v1/transactions",
+        json=transfer("assets:cash", "revenue:tuition", 5, effective_at=early),
+    )
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "effective_at"
+    assert await snapshot(books) == before

@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Body, Path, Query, Request
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, TypeAdapter
 from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
-from azora_common.db import SessionDep
-from azora_common.errors import Conflict, problem_response
+from azora_common.db import Database, SessionDep
+from azora_common.errors import Conflict, InvalidField, problem_response
 from azora_common.idempotency import (
     REPLAYED_HEADER,
     IdempotencyKeyDep,
@@ -23,6 +23,7 @@ from azora_common.idempotency import (
 from azora_ledger import reports, service
 from azora_ledger import repository as repo
 from azora_ledger.coalescer import Coalescer
+from azora_ledger.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_ledger.schemas import (
     AccountIn,
     AccountOut,
@@ -56,8 +57,15 @@ def respond(outcome: Outcome) -> Response:
     return problem_response(outcome.body, headers)
 
 
-def utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
+def utc(value: datetime | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00 is valid RFC 3339 but before the first UTC instant Python
+        # can represent (found by schemathesis): the client's error, not a 500.
+        raise InvalidField(f"query.{field}", "out of range once converted to UTC") from exc
 
 
 def wants_csv(request: Request) -> bool:
@@ -152,7 +160,7 @@ async def account_balances(
     code: CodePath, session: SessionDep, _: ReadDep, as_of: Instant = None
 ) -> Response:
     conn = await repo.driver_connection(session)
-    return json_response(200, await service.balances(conn, code, utc(as_of)))
+    return json_response(200, await service.balances(conn, code, utc(as_of, "as_of")))
 
 
 @router.get(
@@ -223,9 +231,36 @@ async def create_batch(
         session,
         key=key,
         scope="POST /v1/transactions:batch",
-        request_body=body.model_dump(mode="json"),
+        # Only compared when there is a key; dumping 1,000 items for nothing is not free.
+        request_body=body.model_dump(mode="json") if key is not None else None,
         handler=handler,
     )
+
+
+TRANSACTION_IN: TypeAdapter[TransactionIn] = TypeAdapter(TransactionIn)
+_KEY_DOC = "Makes the request safe to retry: same key and body replay the first response."
+# The endpoint takes the raw request (see fastpath.py), so FastAPI cannot infer its contract;
+# this is what it generated for the dependency-based signature, kept verbatim.
+TRANSACTION_OPENAPI: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}],
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {
+                "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
+                "description": _KEY_DOC,
+                "title": "Idempotency-Key",
+            },
+            "description": _KEY_DOC,
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TransactionIn"}}},
+    },
+}
 
 
 @router.post(
@@ -233,25 +268,42 @@ async def create_batch(
     status_code=201,
     tags=["transactions"],
     summary="Record a transaction (or a pending one); a known reference replays it (200)",
-    responses={201: {"model": TransactionOut}, 200: {"model": TransactionOut}},
+    responses={
+        201: {"model": TransactionOut},
+        200: {"model": TransactionOut},
+        422: {"description": "Validation Error"},
+    },
+    openapi_extra=TRANSACTION_OPENAPI,
 )
-async def create_transaction(
-    body: TransactionIn,
-    request: Request,
-    session: SessionDep,
-    _: WriteDep,
-    key: IdempotencyKeyDep = None,
-) -> Response:
+async def create_transaction(request: Request) -> Response:
+    # Same order as FastAPI: body parsed (400 when malformed), then auth, then the header and
+    # the body validated together.
+    raw = await read_body(request)
+    authorize(request, "ledger:write")
+    body, key = validate_request(request, raw, TRANSACTION_IN)
     transfer = TransferRequest(body, key=key)
     coalescer: Coalescer | None = request.app.state.coalescer
     if coalescer is not None:
         return respond(await coalescer.submit(transfer))
-    conn = await repo.driver_connection(session)
-    [outcome] = await with_retries(
-        conn,
-        lambda: service.create_transactions(conn, [transfer], atomic=False, source="request"),
-    )
+    db: Database = request.app.state.db
+    # The request is the unit of work, as with SessionDep: committed before the response.
+    async with db.sessionmaker() as session:
+        try:
+            conn = await repo.driver_connection(session)
+            [outcome] = await with_retries(
+                conn,
+                lambda: service.create_transactions(
+                    conn, [transfer], atomic=False, source="request"
+                ),
+            )
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
     return respond(outcome)
+
+
+FAST_ROUTES = [FastRoute("/v1/transactions", create_transaction, methods=["POST"])]
 
 
 @router.get("/v1/transactions", tags=["transactions"], summary="List transactions, newest first")
@@ -391,7 +443,9 @@ async def trial_balance(
     currency: Currency = None,
 ) -> Response:
     conn = await repo.driver_connection(session)
-    return report_response(request, await reports.trial_balance(conn, utc(as_of), currency))
+    return report_response(
+        request, await reports.trial_balance(conn, utc(as_of, "as_of"), currency)
+    )
 
 
 @router.get(
@@ -405,7 +459,9 @@ async def balance_sheet(
     currency: Currency = None,
 ) -> Response:
     conn = await repo.driver_connection(session)
-    return report_response(request, await reports.balance_sheet(conn, utc(as_of), currency))
+    return report_response(
+        request, await reports.balance_sheet(conn, utc(as_of, "as_of"), currency)
+    )
 
 
 @router.get(
@@ -424,7 +480,7 @@ async def income_statement(
 ) -> Response:
     conn = await repo.driver_connection(session)
     return report_response(
-        request, await reports.income_statement(conn, utc(start), utc(end), currency)
+        request, await reports.income_statement(conn, utc(start, "from"), utc(end, "to"), currency)
     )
 
 
@@ -443,7 +499,9 @@ async def totals(
     end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
 ) -> Response:
     conn = await repo.driver_connection(session)
-    return report_response(request, await reports.totals(conn, group_by, utc(start), utc(end)))
+    return report_response(
+        request, await reports.totals(conn, group_by, utc(start, "from"), utc(end, "to"))
+    )
 
 
 # ---- admin ----

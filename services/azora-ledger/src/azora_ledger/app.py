@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from azora_common.app import create_service_app
 from azora_common.listener import libpq_url
 from azora_ledger import __version__, service
-from azora_ledger.api import router
+from azora_ledger.api import FAST_ROUTES, router
 from azora_ledger.coalescer import Coalescer
+from azora_ledger.fastpath import install_fast_routes
 from azora_ledger.metrics import PENDING_OUTSTANDING
 from azora_ledger.repository import count_pending
 from azora_ledger.settings import LedgerSettings
@@ -81,7 +82,7 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
                 await app.state.coalescer.close()
             await pool.close()
 
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="Azora Ledger",
         version=__version__,
@@ -99,3 +100,5 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             {"name": "admin", "description": "Verification (admin scope)"},
         ],
     )
+    install_fast_routes(app, FAST_ROUTES)
+    return app

@@ -67,31 +67,49 @@ class Coalescer:
                 future.set_exception(LedgerBusy("the service is shutting down"))
 
     async def _work(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            if self.linger > 0 and self.queue.qsize() < self.max_batch:
-                await asyncio.sleep(self.linger)
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            live = [(r, f) for r, f in batch if not f.done()]  # a client may have gone away
-            if not live:
-                continue
-            try:
-                outcomes = await self._run([r for r, _ in live])
-            except Exception as exc:  # never lose a waiter: fail them all with the reason
-                log.exception("coalesced batch failed")
-                for _, future in live:
+        # Each worker keeps one pool connection for as long as it lives: handing it back after
+        # every batch costs a reset round trip (RESET ALL, UNLISTEN, ...) per batch.
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                batch = [await self.queue.get()]
+                if self.linger > 0 and self.queue.qsize() < self.max_batch:
+                    await asyncio.sleep(self.linger)
+                # Everything that queued while this worker was busy goes into one batch: under
+                # load batches grow by themselves, with no fixed waiting window.
+                while len(batch) < self.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                live = [(r, f) for r, f in batch if not f.done()]  # a client may have gone away
+                if not live:
+                    continue
+                try:
+                    if conn is None:
+                        conn = await self.pool.acquire()
+                    outcomes = await self._run(conn, [r for r, _ in live])
+                except Exception as exc:  # never lose a waiter: fail them all with the reason
+                    log.exception("coalesced batch failed")
+                    for _, future in live:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if conn is not None:
+                        # The connection may be what broke: give it back (the pool discards a
+                        # closed one) and take a fresh one for the next batch.
+                        await self.pool.release(conn)
+                        conn = None
+                    continue
+                for (_, future), outcome in zip(live, outcomes, strict=True):
                     if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), outcome in zip(live, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
+                        future.set_result(outcome)
+        finally:
+            if conn is not None:
+                await self.pool.release(conn)
 
-    async def _run(self, requests: list[TransferRequest]) -> list[Outcome]:
+    async def _run(
+        self, conn: asyncpg.Connection, requests: list[TransferRequest]
+    ) -> list[Outcome]:
         for attempt in range(self.attempts):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with conn.transaction():
                     return await create_transactions(
                         conn, requests, atomic=False, source="coalesced"
                     )
@@ -104,7 +122,7 @@ class Coalescer:
                 # The database refused something Python accepted (a race on a constraint, or a
                 # bug): isolate the culprit by running each request alone.
                 if len(requests) > 1:
-                    return [o for r in requests for o in await self._run([r])]
+                    return [o for r in requests for o in await self._run(conn, [r])]
                 problem = database_problem(exc)
                 if problem is None:
                     raise
@@ -112,5 +130,5 @@ class Coalescer:
             except ProblemError as exc:
                 return [problem_outcome(exc, r.path) for r in requests]
         if len(requests) > 1:
-            return [o for r in requests for o in await self._run([r])]
+            return [o for r in requests for o in await self._run(conn, [r])]
         return [problem_outcome(LedgerBusy("too much contention, try again"), requests[0].path)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -47,6 +47,26 @@ class AccountState:
     pending_credits: int
     version: int
     closed: bool
+
+    def copy(self) -> AccountState:
+        # Positional, in field order: several times faster than dataclasses.replace, and
+        # copied once per account per transfer on the hot path.
+        return AccountState(
+            self.id,
+            self.code,
+            self.type,
+            self.currency,
+            self.scale,
+            self.debits_must_not_exceed_credits,
+            self.credits_must_not_exceed_debits,
+            self.overdraft_limit,
+            self.posted_debits,
+            self.posted_credits,
+            self.pending_debits,
+            self.pending_credits,
+            self.version,
+            self.closed,
+        )
 
     @property
     def debit_normal(self) -> bool:
@@ -191,7 +211,7 @@ class Workspace:
     def apply(self, effects: list[Effect]) -> dict[str, AccountState]:
         copies: dict[str, AccountState] = {}
         for code in dict.fromkeys(e.account_code for e in effects):
-            copies[code] = replace(self.accounts[code])
+            copies[code] = self.accounts[code].copy()
             copies[code].version += 1
         for effect in effects:
             acc = copies[effect.account_code]

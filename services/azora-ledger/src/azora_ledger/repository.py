@@ -121,7 +121,8 @@ async def lock_accounts(conn: asyncpg.Connection, codes: list[str]) -> dict[str,
         "ORDER BY id FOR UPDATE",
         codes,
     )
-    return {r["code"]: account_state(r) for r in rows}
+    # The selected columns are AccountState's fields in order: build it positionally.
+    return {r["code"]: AccountState(*r) for r in rows}
 
 
 async def lock_accounts_by_id(conn: asyncpg.Connection, ids: list[int]) -> dict[str, AccountState]:
@@ -130,7 +131,7 @@ async def lock_accounts_by_id(conn: asyncpg.Connection, ids: list[int]) -> dict[
         "ORDER BY id FOR UPDATE",
         ids,
     )
-    return {r["code"]: account_state(r) for r in rows}
+    return {r["code"]: AccountState(*r) for r in rows}
 
 
 async def close_account(conn: asyncpg.Connection, account_id: int) -> None:
@@ -179,124 +180,144 @@ async def find_references(conn: asyncpg.Connection, refs: list[str]) -> dict[str
     return {r["reference"]: r for r in rows}
 
 
+_WRITE_PLANNED = """
+WITH new_transactions AS (
+    INSERT INTO transactions (id, kind, status, reference, category, tags, description,
+        metadata, effective_at, recorded_at, expires_at, resolved_at, parent_id, posting_count,
+        request_hash, request)
+    SELECT * FROM json_to_recordset($1::json) AS u(id uuid, kind text, status text,
+        reference text, category text, tags text[], description text, metadata jsonb,
+        effective_at timestamptz, recorded_at timestamptz, expires_at timestamptz,
+        resolved_at timestamptz, parent_id uuid, posting_count smallint, request_hash text,
+        request jsonb)
+),
+new_postings AS (
+    INSERT INTO postings (transaction_id, seq, account_id, currency, direction, amount,
+        pending, effective_at, account_version, balance_debits, balance_credits)
+    SELECT * FROM json_to_recordset($2::json) AS u(transaction_id uuid, seq smallint,
+        account_id bigint, currency text, direction text, amount bigint, pending boolean,
+        effective_at timestamptz, account_version bigint, balance_debits bigint,
+        balance_credits bigint)
+),
+volumes AS (
+    INSERT INTO account_daily_volumes AS v (account_id, day, debits, credits)
+    SELECT * FROM json_to_recordset($3::json)
+        AS u(account_id bigint, day date, debits bigint, credits bigint)
+    ORDER BY account_id, day
+    ON CONFLICT (account_id, day) DO UPDATE
+    SET debits = v.debits + EXCLUDED.debits, credits = v.credits + EXCLUDED.credits
+)
+UPDATE accounts AS a SET posted_debits = u.pd, posted_credits = u.pc,
+    pending_debits = u.qd, pending_credits = u.qc, version = u.v
+FROM json_to_recordset($4::json) AS u(id bigint, pd bigint, pc bigint, qd bigint, qc bigint,
+    v bigint)
+WHERE a.id = u.id
+"""
+
+
 async def write_planned(
     conn: asyncpg.Connection, txns: list[PlannedTransaction], workspace: Workspace
 ) -> None:
-    """Insert transactions and postings, store the new account totals, add daily volumes.
+    """Insert transactions and postings, add daily volumes, store the new account totals.
+
+    One statement, one round trip, whatever the batch size: each table's rows travel as one
+    JSON array (encoding a JSON text is far cheaper, in Python, than asyncpg encoding typed
+    arrays element by element) and data-modifying CTEs write them. The deferred checks still
+    see everything: the foreign keys and the postings' statement trigger run after the whole
+    statement, when the sibling CTEs' transactions rows exist.
 
     The account totals are written as absolute values: correct only because every account in
     ``workspace`` was read under ``FOR UPDATE`` in this same transaction.
     """
-    if txns:
-        await conn.execute(
-            """
-            INSERT INTO transactions (id, kind, status, reference, category, tags, description,
-                metadata, effective_at, recorded_at, expires_at, resolved_at, parent_id,
-                posting_count, request_hash, request)
-            SELECT u.id, u.kind, u.status, u.reference, u.category,
-                ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)), u.description,
-                u.metadata::jsonb, u.effective_at, u.recorded_at, u.expires_at, u.resolved_at,
-                u.parent_id, u.posting_count, u.request_hash, u.request::jsonb
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[],
-                $11::timestamptz[], $12::timestamptz[], $13::uuid[], $14::smallint[],
-                $15::text[], $16::text[])
-                AS u(id, kind, status, reference, category, tags, description, metadata,
-                    effective_at, recorded_at, expires_at, resolved_at, parent_id, posting_count,
-                    request_hash, request)
-            """,
-            [t.id for t in txns],
-            [t.kind for t in txns],
-            [t.status for t in txns],
-            [t.reference for t in txns],
-            [t.category for t in txns],
-            [dumps(t.tags) for t in txns],
-            [t.description for t in txns],
-            [dumps(t.metadata) for t in txns],
-            [t.effective_at for t in txns],
-            [t.recorded_at for t in txns],
-            [t.expires_at for t in txns],
-            [t.resolved_at for t in txns],
-            [t.parent_id for t in txns],
-            [len(t.postings) for t in txns],
-            [t.request_hash for t in txns],
-            [dumps(t.request) if t.request is not None else None for t in txns],
+    if not txns:
+        await write_accounts(conn, workspace)
+        return
+    transactions = []
+    postings = []
+    daily: dict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
+    for t in txns:
+        transactions.append(
+            {
+                "id": t.id,
+                "kind": t.kind,
+                "status": t.status,
+                "reference": t.reference,
+                "category": t.category,
+                "tags": t.tags,
+                "description": t.description,
+                "metadata": t.metadata,
+                "effective_at": t.effective_at,
+                "recorded_at": t.recorded_at,
+                "expires_at": t.expires_at,
+                "resolved_at": t.resolved_at,
+                "parent_id": t.parent_id,
+                "posting_count": len(t.postings),
+                "request_hash": t.request_hash,
+                "request": t.request,
+            }
         )
-        cols: dict[str, list[Any]] = defaultdict(list)
-        daily: dict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
-        for t in txns:
-            for p in t.postings:
-                cols["tx"].append(t.id)
-                cols["seq"].append(p.seq)
-                cols["account"].append(p.account.id)
-                cols["currency"].append(p.account.currency)
-                cols["direction"].append(p.direction)
-                cols["amount"].append(p.amount)
-                cols["pending"].append(p.pending)
-                cols["effective_at"].append(t.effective_at)
-                cols["version"].append(p.account_version)
-                cols["bal_d"].append(p.balance_debits)
-                cols["bal_c"].append(p.balance_credits)
-                if not p.pending:
-                    vol = daily[(p.account.id, t.effective_at.date())]
-                    vol[0 if p.direction == "debit" else 1] += p.amount
-        await conn.execute(
-            """
-            INSERT INTO postings (transaction_id, seq, account_id, currency, direction, amount,
-                pending, effective_at, account_version, balance_debits, balance_credits)
-            SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::text[],
-                $5::text[], $6::bigint[], $7::boolean[], $8::timestamptz[], $9::bigint[],
-                $10::bigint[], $11::bigint[])
-            """,
-            cols["tx"],
-            cols["seq"],
-            cols["account"],
-            cols["currency"],
-            cols["direction"],
-            cols["amount"],
-            cols["pending"],
-            cols["effective_at"],
-            cols["version"],
-            cols["bal_d"],
-            cols["bal_c"],
-        )
-        if daily:
-            keys = sorted(daily)
-            await conn.execute(
-                """
-                INSERT INTO account_daily_volumes AS v (account_id, day, debits, credits)
-                SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::bigint[])
-                ON CONFLICT (account_id, day) DO UPDATE
-                SET debits = v.debits + EXCLUDED.debits, credits = v.credits + EXCLUDED.credits
-                """,
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [daily[k][0] for k in keys],
-                [daily[k][1] for k in keys],
+        day = t.effective_at.date()
+        for p in t.postings:
+            postings.append(
+                {
+                    "transaction_id": t.id,
+                    "seq": p.seq,
+                    "account_id": p.account.id,
+                    "currency": p.account.currency,
+                    "direction": p.direction,
+                    "amount": p.amount,
+                    "pending": p.pending,
+                    "effective_at": t.effective_at,
+                    "account_version": p.account_version,
+                    "balance_debits": p.balance_debits,
+                    "balance_credits": p.balance_credits,
+                }
             )
-    await write_accounts(conn, workspace)
+            if not p.pending:
+                vol = daily[(p.account.id, day)]
+                vol[0 if p.direction == "debit" else 1] += p.amount
+    volumes = [
+        {"account_id": k[0], "day": k[1], "debits": v[0], "credits": v[1]} for k, v in daily.items()
+    ]
+    await conn.execute(
+        _WRITE_PLANNED,
+        dumps(transactions),
+        dumps(postings),
+        dumps(volumes),
+        dumps(_dirty_accounts(workspace)),
+    )
+
+
+def _dirty_accounts(workspace: Workspace) -> list[dict[str, int]]:
+    dirty = [workspace.accounts[c] for c in workspace.dirty]
+    workspace.dirty.clear()
+    return [
+        {
+            "id": a.id,
+            "pd": a.posted_debits,
+            "pc": a.posted_credits,
+            "qd": a.pending_debits,
+            "qc": a.pending_credits,
+            "v": a.version,
+        }
+        for a in dirty
+    ]
 
 
 async def write_accounts(conn: asyncpg.Connection, workspace: Workspace) -> None:
-    dirty = sorted((workspace.accounts[c] for c in workspace.dirty), key=lambda a: a.id)
+    dirty = _dirty_accounts(workspace)
     if not dirty:
         return
     await conn.execute(
         """
         UPDATE accounts AS a SET posted_debits = u.pd, posted_credits = u.pc,
             pending_debits = u.qd, pending_credits = u.qc, version = u.v
-        FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-            $6::bigint[]) AS u(id, pd, pc, qd, qc, v)
+        FROM json_to_recordset($1::json)
+            AS u(id bigint, pd bigint, pc bigint, qd bigint, qc bigint, v bigint)
         WHERE a.id = u.id
         """,
-        [a.id for a in dirty],
-        [a.posted_debits for a in dirty],
-        [a.posted_credits for a in dirty],
-        [a.pending_debits for a in dirty],
-        [a.pending_credits for a in dirty],
-        [a.version for a in dirty],
+        dumps(dirty),
     )
-    workspace.dirty.clear()
 
 
 _TX_COLUMNS = """

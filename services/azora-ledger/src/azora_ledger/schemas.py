@@ -37,7 +37,14 @@ Direction = Literal["debit", "credit"]
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        # Valid RFC 3339 at the ends of year 1 or 9999 can fall outside what UTC can represent;
+        # a ValueError makes it a field error (pydantic lets OverflowError through as a 500).
+        raise ValueError("out of range once converted to UTC") from exc
 
 
 def _no_nul(value: Any) -> Any:
