@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,6 +14,7 @@ import yaml
 
 from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane, missing_tools
 from azora_common.devenv.tools import tool_path
+from tests.support.require import missing_dependency
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "azora"
@@ -22,17 +22,11 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def require_tools(*names: str) -> None:
     missing = missing_tools(*names)
     if missing:
         message = f"tools not built ({', '.join(missing)}): run `make tools`"
-        if _in_ci():
-            pytest.fail(f"{message} -- they are required in CI")
-        pytest.skip(message)
+        missing_dependency(message)
 
 
 def helm(

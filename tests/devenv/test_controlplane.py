@@ -24,10 +24,7 @@ from azora_common.devenv import (
     missing_tools,
     port_is_open,
 )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+from tests.support.require import missing_dependency
 
 
 def _require_tools() -> None:
@@ -35,9 +32,7 @@ def _require_tools() -> None:
     if not missing:
         return
     message = f"control-plane binaries not built ({', '.join(missing)}): run `make tools`"
-    if _in_ci():
-        pytest.fail(f"{message} -- they are required in CI")
-    pytest.skip(message)
+    missing_dependency(message)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,7 @@ import pytest
 
 import azora_common.devenv
 from azora_common.devenv import LocalPostgres, PostgresNotFoundError, find_pg_bindir, port_is_open
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+from tests.support.require import missing_dependency
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +22,7 @@ def _require_postgres() -> None:
     try:
         find_pg_bindir()
     except PostgresNotFoundError as exc:
-        if _in_ci():
-            pytest.fail(f"PostgreSQL binaries are required in CI: {exc}")
-        pytest.skip(f"PostgreSQL binaries not installed: {exc}")
+        missing_dependency(f"PostgreSQL binaries not installed: {exc}")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from azora_common.devenv.kube import LocalControlPlane
-from azora_common.devenv.tools import ToolNotFoundError, missing_tools, tool_path
+from azora_common.devenv.tools import missing_tools, tool_path
+from tests.support.require import missing_dependency
 
 
 class KubeCluster:
@@ -50,9 +49,7 @@ def kube_cluster(work_dir: Path) -> Iterator[KubeCluster]:
     missing = missing_tools("etcd", "kube-apiserver", "kubectl")
     if missing:
         message = f"control-plane binaries missing: {', '.join(missing)} (run `make tools`)"
-        if os.environ.get("CI") == "true":
-            raise ToolNotFoundError(message)
-        pytest.skip(message)
+        missing_dependency(message)
     plane = LocalControlPlane(work_dir)
     plane.start()
     try:

@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 
 from azora_common.devenv.postgres import LocalPostgres
+from tests.support.require import in_ci, missing_dependency
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -61,9 +61,9 @@ def postgres_server(work_dir: Path) -> Iterator[PostgresServer]:
         server = LocalPostgres(work_dir / "pgdata", fast=True)
         server.start()
     except Exception as exc:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             raise
-        pytest.skip(f"no PostgreSQL available: {exc}")
+        missing_dependency(f"no PostgreSQL available: {exc}")
     try:
         yield PostgresServer(server.url("postgres"))
     finally:
