@@ -48,7 +48,8 @@ test: sync tools system-deps lint ## the full test suite (real PostgreSQL, real 
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: sync tools ## benchmarks; results under bench/results/
+bench: sync tools ## benchmarks; results under bench/results/ (AREAS="ledger pricing" for a subset)
+	bash hack/system-deps.sh --bench
 	BENCH_AREAS="$(AREAS)" $(UV) run python bench/run_all.py
 
 .PHONY: up

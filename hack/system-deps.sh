@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages some tests need: promtool (prometheus), buildah, shellcheck, debootstrap.
-# Installs only what is missing; a no-op when everything is present. Needs root (or sudo) to
+# Debian packages some tests need: promtool (prometheus), buildah, shellcheck, debootstrap;
+# with --bench also what the benchmarks use (wrk). Installs only what is missing; a no-op when
+# everything is present. Needs root (or sudo) to
 # install; without either it says what to install and fails only in CI.
 set -euo pipefail
 
@@ -9,6 +10,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+if [[ "${1:-}" == "--bench" ]]; then
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
 
 if [[ ${#need[@]} -eq 0 ]]; then
     exit 0
