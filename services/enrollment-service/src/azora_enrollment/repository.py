@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_enrollment.models import (
@@ -222,6 +222,56 @@ async def completed_cohorts(session: AsyncSession, student_id: str, keys: list[s
         )
     )
     return {r[0] for r in rows}
+
+
+# --- the one-statement decision ----------------------------------------------------------------
+
+_ADMIT = sa.text(
+    "SELECT * FROM enrollment_admit(:namespace, :name, :revision, :open, :student, :segment, "
+    "CAST(:attributes AS jsonb), CAST(:allowed AS text[]), CAST(:priorities AS jsonb), "
+    ":default_priority, :seat_state, :waitlist_enabled, :waitlist_capacity, :offer_mode, "
+    ":position_visible, :id, :now, :actor, :reason)"
+).bindparams(
+    sa.bindparam("attributes", type_=JSONB(none_as_null=True)),
+    sa.bindparam("allowed", type_=ARRAY(sa.Text)),
+    sa.bindparam("priorities", type_=JSONB),
+    sa.bindparam("id", type_=sa.Uuid),
+    sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ``enrollment_admit`` decided (migration 0003 documents each outcome)."""
+
+    outcome: str
+    segment: str | None
+    existing_id: uuid.UUID | None
+    existing_state: str | None
+    priority: int | None
+    queue_seq: int | None
+    position: int | None
+    capacity: int | None
+    seats_taken: int | None
+    waitlisted: int | None
+
+
+async def admit(session: AsyncSession, **params: Any) -> Admission:
+    """One round trip: eligibility, duplicate check, then seat / waitlist / refusal under the
+    cohort row lock, with the row, its history entry, the counters and the payment job."""
+    row = (await session.execute(_ADMIT, params)).one()
+    return Admission(
+        outcome=row.o_outcome,
+        segment=row.o_segment,
+        existing_id=row.o_existing_id,
+        existing_state=row.o_existing_state,
+        priority=row.o_priority,
+        queue_seq=row.o_queue_seq,
+        position=row.o_position,
+        capacity=row.o_capacity,
+        seats_taken=row.o_seats_taken,
+        waitlisted=row.o_waitlisted,
+    )
 
 
 # --- enrollments -------------------------------------------------------------------------------

@@ -277,6 +277,72 @@ async def enroll(
     return result
 
 
+# Cohort rows this process has seen, by (namespace, name). Only ever a hint: the revision is
+# re-checked by ``enrollment_admit`` in the statement that decides (an unlocked check, and
+# again under the lock), and a stale entry is reloaded, so no decision rests on it.
+_cohort_hints: dict[tuple[str, str], repo.CohortRow] = {}
+
+
+def _admit_params(
+    cohort: repo.CohortRow, spec: CohortSpec, student: StudentRef, now: datetime, actor: str
+) -> dict[str, Any]:
+    waitlist = spec.waitlist
+    priority = waitlist.ordering == "priority"
+    return {
+        "namespace": cohort.namespace,
+        "name": cohort.name,
+        "revision": cohort.revision,
+        "open": cohort.capacity != 0 and spec.window_open(now),
+        "student": student.id,
+        "segment": student.segment,
+        "attributes": student.attributes,
+        "allowed": spec.eligibility.segments or None,
+        "priorities": {r.segment: r.priority for r in waitlist.priority_rules} if priority else {},
+        "default_priority": UNRULED_PRIORITY if priority else 0,
+        "seat_state": "pending_payment" if spec.pricing is not None else "enrolled",
+        "waitlist_enabled": waitlist.enabled,
+        "waitlist_capacity": waitlist.capacity,
+        "offer_mode": waitlist.mode == "offer",
+        "position_visible": waitlist.position_visible,
+        "id": uuid.uuid4(),
+        "now": now,
+        "actor": actor,
+        "reason": "enrollment requested",
+    }
+
+
+def _new_enrollment_view(
+    cohort: repo.CohortRow, params: dict[str, Any], decided: repo.Admission
+) -> dict[str, Any]:
+    """The view of a row ``enrollment_admit`` has just inserted (no read back needed)."""
+    state = decided.outcome
+    now: datetime = params["now"]
+    return {
+        "id": str(params["id"]),
+        "cohort": cohort.key,
+        "student": {"id": params["student"], "segment": decided.segment},
+        "state": state,
+        "waitlist_position": decided.position,
+        "offer_expires_at": None,
+        "created_at": now.isoformat(),
+        "updated_at": now.isoformat(),
+        "seated_at": now.isoformat() if state == "enrolled" else None,
+        "payment": (
+            {
+                "quote_id": None,
+                "amount": None,
+                "currency": None,
+                "transaction_id": None,
+                "charged_at": None,
+                "refund_transaction_id": None,
+                "error": None,
+            }
+            if state == "pending_payment"
+            else None
+        ),
+    }
+
+
 async def _enroll(
     session: AsyncSession,
     *,
@@ -286,6 +352,89 @@ async def _enroll(
     now: datetime,
     actor: str,
 ) -> dict[str, Any]:
+    """Decide in one statement (``enrollment_admit``, migration 0003).
+
+    Why: every round trip made while holding the cohort lock is paid by every request queued
+    behind it, and on a busy event loop a round trip costs far more than the SQL. So the lock
+    is taken inside the one statement that decides, and the transaction holds it only for
+    that statement, the Idempotency-Key response write and COMMIT. Refusals that do not
+    depend on the last seat are made in the same statement before the lock (read-only, so
+    they linearise at their snapshot); acceptance is always decided under the lock, and the
+    CHECK (seats_taken <= capacity) stays the last guard.
+    """
+    key = (namespace, name)
+    cohort = _cohort_hints.get(key)
+    for _ in range(3):
+        if cohort is None:
+            cohort = await repo.get_cohort(session, namespace, name)
+            if cohort is None:
+                _cohort_hints.pop(key, None)
+                raise CohortNotFound(
+                    f"cohort {namespace}/{name} does not exist", cohort=f"{namespace}/{name}"
+                )
+            if len(_cohort_hints) > 10_000:
+                _cohort_hints.clear()
+            _cohort_hints[key] = cohort
+        spec = spec_of(cohort)
+        if spec.eligibility.prerequisites:
+            # Prerequisite checks read other cohorts' enrollments: the general path does that.
+            break
+        params = _admit_params(cohort, spec, student, now, actor)
+        decided = await repo.admit(session, **params)
+        outcome = decided.outcome
+        if outcome == "stale":
+            cohort = None  # the spec changed since we cached it: reload and decide again
+            continue
+        if outcome == "not_found":
+            _cohort_hints.pop(key, None)
+            raise CohortNotFound(
+                f"cohort {namespace}/{name} does not exist", cohort=f"{namespace}/{name}"
+            )
+        # From here on the decision was made at ``cohort.revision``: the spec is current.
+        if outcome == "closed":
+            _check_open(cohort, spec, now)
+            raise AssertionError("enrollment_admit says closed, the spec says open")
+        if outcome == "not_eligible":
+            raise NotEligible(
+                f"student {student.id} does not meet the requirements of {cohort.key}",
+                unmet=[
+                    {
+                        "requirement": "segment",
+                        "segment": decided.segment,
+                        "allowed": spec.eligibility.segments,
+                    }
+                ],
+            )
+        if outcome == "already_enrolled":
+            raise AlreadyEnrolled(
+                f"student {student.id} already has an enrollment in {cohort.key} "
+                f"({decided.existing_state})",
+                enrollment_id=str(decided.existing_id),
+                state=decided.existing_state,
+            )
+        if outcome == "full":
+            _raise_full(cohort, spec)
+        if outcome == "expire_first":
+            # Offers past their window hold seats (we hold the cohort lock now; the general
+            # path takes it again, which is a no-op, and expires them before deciding).
+            break
+        return _new_enrollment_view(cohort, params, decided)
+    return await _enroll_general(
+        session, namespace=namespace, name=name, student=student, now=now, actor=actor
+    )
+
+
+async def _enroll_general(
+    session: AsyncSession,
+    *,
+    namespace: str,
+    name: str,
+    student: StudentRef,
+    now: datetime,
+    actor: str,
+) -> dict[str, Any]:
+    """The general path (cohorts with prerequisites, offers that must expire first): several
+    round trips, the last ones under the cohort lock. ``_enroll`` handles the rest in one."""
     # Unlocked read first: the refusals that do not depend on the last seat (unknown cohort,
     # closed window, ineligible, already enrolled, cohort and waitlist full) are decided
     # without queueing behind the cohort lock. A refusal on a committed snapshot is still a
@@ -298,8 +447,12 @@ async def _enroll(
         )
     spec = spec_of(seen)
     _check_open(seen, spec, now)
-    segment = await repo.upsert_student(
-        session, student.id, student.segment, student.attributes, now
+    # Read, not upsert, before the lock: the student row is written after the cohort lock is
+    # taken (lock order: cohort first, as in bulk), and a refusal writes nothing.
+    segment = (
+        student.segment
+        if student.segment is not None
+        else await repo.student_segment(session, student.id)
     )
     unmet = await unmet_requirements(session, spec, student.id, segment)
     if unmet:
@@ -328,6 +481,18 @@ async def _enroll(
         # Offers past their window hold seats until someone expires them; do it here so a
         # newcomer never sees a seat as taken by an offer that is already dead.
         await expire_due_offers(session, cohort, spec, now)
+    stored = await repo.upsert_student(
+        session, student.id, student.segment, student.attributes, now
+    )
+    if stored != segment or cohort.revision != seen.revision:
+        # The stored segment (none was given) or the spec changed since the checks above.
+        segment = stored
+        unmet = await unmet_requirements(session, spec, student.id, segment)
+        if unmet:
+            raise NotEligible(
+                f"student {student.id} does not meet the requirements of {cohort.key}",
+                unmet=unmet,
+            )
     row = await _admit(session, cohort, spec, student.id, segment, now, actor)
     return enrollment_view(row, cohort, await _position(session, row, cohort, spec))
 
