@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from azora_common.idempotency import REPLAYED_HEADER, differing_fields
 from tests.common.sample_app import SampleSettings, create_app, widgets
 from tests.conftest import API_TOKEN
-from tests.support.apps import bearer, committing_client
+from tests.support.apps import bearer, committing_client, rollback_client
 
 
 async def test_same_key_same_body_replays(client: httpx.AsyncClient) -> None:
@@ -73,3 +73,26 @@ def test_differing_fields() -> None:
         "b.c[1]"
     ]
     assert differing_fields({"a": 1}, {"a": 1, "z": None}) == ["z"]
+
+
+async def test_expired_key_is_forgotten(settings: SampleSettings) -> None:
+    app = create_app(settings)
+    async with rollback_client(app, bearer(API_TOKEN)) as client:
+        headers = {"Idempotency-Key": "k-expired"}
+        first = await client.post("/v1/widgets", json={"name": "old", "size": 1}, headers=headers)
+        assert first.status_code == 201
+        async with app.state.db.sessionmaker() as session:
+            await session.execute(
+                sa.text(
+                    "UPDATE idempotency_keys SET created_at = now() - interval '2 days' "
+                    "WHERE key = 'k-expired'"
+                )
+            )
+            await session.commit()
+        # Past the retention window the key starts afresh: a new body is a new request.
+        second = await client.post("/v1/widgets", json={"name": "new", "size": 2}, headers=headers)
+        assert second.status_code == 201
+        assert REPLAYED_HEADER not in second.headers
+        assert second.json()["id"] != first.json()["id"]
+        third = await client.post("/v1/widgets", json={"name": "new", "size": 2}, headers=headers)
+        assert third.headers[REPLAYED_HEADER] == "true"

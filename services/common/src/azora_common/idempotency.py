@@ -131,28 +131,30 @@ async def run_idempotent(
     canonical = _canonical(request_body)
     digest = hashlib.sha256(canonical).hexdigest()
     now = datetime.now(UTC)
-    # A key older than the retention window is forgotten; the next use starts afresh.
-    await session.execute(
-        sa.delete(idempotency_keys).where(
-            idempotency_keys.c.scope == scope,
-            idempotency_keys.c.key == key,
-            idempotency_keys.c.created_at < now - retention,
-        )
+    # One round trip: insert the key, or take over a key older than the retention window (it
+    # is forgotten). No row back means a live key: replay it or refuse a different body. The
+    # placeholder response is overwritten below in this same transaction, so never visible.
+    stmt = insert(idempotency_keys).values(
+        scope=scope,
+        key=key,
+        request_hash=digest,
+        request_body=orjson.loads(canonical),
+        response_status=0,
+        response_body={},
+        created_at=now,
     )
-    # Placeholder response: overwritten below in this same transaction, so never visible.
     inserted = await session.execute(
-        insert(idempotency_keys)
-        .values(
-            scope=scope,
-            key=key,
-            request_hash=digest,
-            request_body=orjson.loads(canonical),
-            response_status=0,
-            response_body={},
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(idempotency_keys.c.key)
+        stmt.on_conflict_do_update(
+            index_elements=[idempotency_keys.c.scope, idempotency_keys.c.key],
+            set_={
+                "request_hash": stmt.excluded.request_hash,
+                "request_body": stmt.excluded.request_body,
+                "response_status": stmt.excluded.response_status,
+                "response_body": stmt.excluded.response_body,
+                "created_at": stmt.excluded.created_at,
+            },
+            where=idempotency_keys.c.created_at < now - retention,
+        ).returning(idempotency_keys.c.key)
     )
     if inserted.first() is None:
         stored = (
