@@ -28,10 +28,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from .procs import CleanupGuard, ManagedProcess, free_port, run, wait_until
+from .procs import CleanupGuard, ManagedProcess, ServerContext, free_port, run, wait_until
 from .tools import tool_path
 
 logger = logging.getLogger("azora_common.devenv")
@@ -56,7 +55,7 @@ class ApiResponse:
         return f"ApiResponse(status={self.status}, body={self.body[:200]!r})"
 
 
-class LocalControlPlane:
+class LocalControlPlane(ServerContext):
     """etcd + kube-apiserver for development and tests.
 
     Attributes (valid after ``start()``): ``kubeconfig`` (Path), ``server`` (``https://…``),
@@ -340,25 +339,6 @@ current-context: azora-local
         except urllib.error.HTTPError as err:
             with err:
                 return ApiResponse(err.code, err.read(), dict(err.headers.items()))
-
-    # -- context manager ---------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        self._guard.arm(handle_sigterm=True)
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = self.server if self.apiserver_port else "not started"

@@ -23,14 +23,13 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from .procs import (
     CleanupGuard,
     CommandError,
     ManagedProcess,
     RunAs,
+    ServerContext,
     free_port,
     run,
     wait_until,
@@ -135,7 +134,7 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class LocalPostgres:
+class LocalPostgres(ServerContext):
     """A PostgreSQL server owned by this process.
 
     >>> with LocalPostgres(Path(".local/pg/data"), fast=True) as pg:   # doctest: +SKIP
@@ -363,25 +362,6 @@ class LocalPostgres:
     def drop_database(self, name: str) -> None:
         """Drop ``name`` if it exists, disconnecting its clients."""
         self.psql(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-
-    # -- context manager ---------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        self._guard.arm(handle_sigterm=True)
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

@@ -262,6 +262,38 @@ class ManagedProcess:
         self.stop()
 
 
+class ServerContext:
+    """``with server:`` starts it, and stops it on exit, on SIGTERM and at interpreter exit.
+
+    Subclasses provide ``start()``, ``stop()`` and a :class:`CleanupGuard` as ``_guard``.
+    """
+
+    _guard: CleanupGuard
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 20.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._guard.arm(handle_sigterm=True)
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 class CleanupGuard:
     """Run ``cleanup`` at interpreter exit and turn ``SIGTERM`` into ``SystemExit``.
 
