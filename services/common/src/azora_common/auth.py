@@ -58,23 +58,34 @@ class TokenAuthenticator:
         return Principal(subject=subject, scopes=found)
 
 
+def authorize(request: Request, scope: str) -> Principal:
+    """Authenticate the request's bearer token and check it holds ``scope`` (401/403 problems).
+
+    Shared by :func:`require_scope` and the plain hot-path routes (``azora_common.fastpath``).
+    """
+    scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        raise Unauthorized("a bearer token is required")
+    authenticator: TokenAuthenticator = request.app.state.auth
+    principal = authenticator.authenticate(credentials)
+    if principal is None:
+        raise Unauthorized("the bearer token is not valid")
+    if not principal.has(scope):
+        raise Forbidden(f"this token lacks the '{scope}' scope", required_scope=scope)
+    request.state.principal = principal
+    return principal
+
+
 def require_scope(scope: str) -> Any:
     """A dependency that authenticates the bearer token and checks it holds ``scope``."""
 
     async def dependency(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        # Declared so the OpenAPI document shows the bearer scheme; authorize() reads the header.
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("a bearer token is required")
-        authenticator: TokenAuthenticator = request.app.state.auth
-        principal = authenticator.authenticate(credentials.credentials)
-        if principal is None:
-            raise Unauthorized("the bearer token is not valid")
-        if not principal.has(scope):
-            raise Forbidden(f"this token lacks the '{scope}' scope", required_scope=scope)
-        request.state.principal = principal
-        return principal
+        return authorize(request, scope)
 
     return Depends(dependency)
 
