@@ -18,6 +18,7 @@ from azora_enrollment import repository as repo
 from azora_enrollment.analytics import ratio
 from azora_enrollment.api import router
 from azora_enrollment.clock import Clock
+from azora_enrollment.fastpath import install_fast_routes
 from azora_enrollment.models import cohorts
 from azora_enrollment.outbox import OutboxWorker, PaymentClient, pending_jobs
 from azora_enrollment.settings import EnrollmentSettings
@@ -136,6 +137,8 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
         ],
     )
     app.state.clock = clock
+    # POST /v1/enrollments in one round trip, ahead of its FastAPI route (fastpath.py).
+    install_fast_routes(app)
     return app
 
 

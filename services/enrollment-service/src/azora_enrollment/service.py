@@ -283,7 +283,22 @@ async def enroll(
 _cohort_hints: dict[tuple[str, str], repo.CohortRow] = {}
 
 
-def _admit_params(
+def cohort_hint(namespace: str, name: str) -> repo.CohortRow | None:
+    return _cohort_hints.get((namespace, name))
+
+
+def remember_cohort(namespace: str, name: str, cohort: repo.CohortRow | None) -> None:
+    """Record (or, with ``None``, forget) the cohort row last seen for ``namespace/name``."""
+    key = (namespace, name)
+    if cohort is None:
+        _cohort_hints.pop(key, None)
+        return
+    if len(_cohort_hints) > 10_000:
+        _cohort_hints.clear()
+    _cohort_hints[key] = cohort
+
+
+def admit_params(
     cohort: repo.CohortRow, spec: CohortSpec, student: StudentRef, now: datetime, actor: str
 ) -> dict[str, Any]:
     waitlist = spec.waitlist
@@ -343,6 +358,41 @@ def _new_enrollment_view(
     }
 
 
+def raise_refusal(
+    cohort: repo.CohortRow,
+    spec: CohortSpec,
+    student: StudentRef,
+    decided: repo.Admission,
+    now: datetime,
+) -> None:
+    """Raise the problem for a refusal ``enrollment_admit`` decided at ``cohort.revision``
+    (also used by the fast route, ``fastpath.py``); returns for any other outcome."""
+    outcome = decided.outcome
+    if outcome == "closed":
+        _check_open(cohort, spec, now)
+        raise AssertionError("enrollment_admit says closed, the spec says open")
+    if outcome == "not_eligible":
+        raise NotEligible(
+            f"student {student.id} does not meet the requirements of {cohort.key}",
+            unmet=[
+                {
+                    "requirement": "segment",
+                    "segment": decided.segment,
+                    "allowed": spec.eligibility.segments,
+                }
+            ],
+        )
+    if outcome == "already_enrolled":
+        raise AlreadyEnrolled(
+            f"student {student.id} already has an enrollment in {cohort.key} "
+            f"({decided.existing_state})",
+            enrollment_id=str(decided.existing_id),
+            state=decided.existing_state,
+        )
+    if outcome == "full":
+        _raise_full(cohort, spec)
+
+
 async def _enroll(
     session: AsyncSession,
     *,
@@ -379,7 +429,7 @@ async def _enroll(
         if spec.eligibility.prerequisites:
             # Prerequisite checks read other cohorts' enrollments: the general path does that.
             break
-        params = _admit_params(cohort, spec, student, now, actor)
+        params = admit_params(cohort, spec, student, now, actor)
         decided = await repo.admit(session, **params)
         outcome = decided.outcome
         if outcome == "stale":
@@ -391,29 +441,7 @@ async def _enroll(
                 f"cohort {namespace}/{name} does not exist", cohort=f"{namespace}/{name}"
             )
         # From here on the decision was made at ``cohort.revision``: the spec is current.
-        if outcome == "closed":
-            _check_open(cohort, spec, now)
-            raise AssertionError("enrollment_admit says closed, the spec says open")
-        if outcome == "not_eligible":
-            raise NotEligible(
-                f"student {student.id} does not meet the requirements of {cohort.key}",
-                unmet=[
-                    {
-                        "requirement": "segment",
-                        "segment": decided.segment,
-                        "allowed": spec.eligibility.segments,
-                    }
-                ],
-            )
-        if outcome == "already_enrolled":
-            raise AlreadyEnrolled(
-                f"student {student.id} already has an enrollment in {cohort.key} "
-                f"({decided.existing_state})",
-                enrollment_id=str(decided.existing_id),
-                state=decided.existing_state,
-            )
-        if outcome == "full":
-            _raise_full(cohort, spec)
+        raise_refusal(cohort, spec, student, decided, now)
         if outcome == "expire_first":
             # Offers past their window hold seats (we hold the cohort lock now; the general
             # path takes it again, which is a no-op, and expires them before deciding).
