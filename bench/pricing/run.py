@@ -6,7 +6,10 @@
    curve for 10 / 100 / 1,000 / 10,000 rules (rules indexed by target: cost should stay flat).
 2. HTTP ``POST /v1/quotes`` at concurrency 16 against ``azora-pricing serve`` (uvicorn, one
    worker) on a real PostgreSQL (``AZORA_BENCH_DATABASE_URL`` or a private LocalPostgres):
-   p50 / p99 latency and throughput. Each quote is stored (one INSERT per request).
+   p50 / p99 latency, throughput and the server's CPU time per request (from /proc: the
+   steady figure on a shared machine). Each quote is stored (one INSERT per request).
+   ``AZORA_BENCH_PYSPY=<py-spy binary>`` also records the server's stacks during the run
+   (collapsed format, into ``AZORA_BENCH_PYSPY_OUT``).
 
 Results: bench/results/pricing-<date>.json and .md.
 """
@@ -204,6 +207,12 @@ def bench_engine(rule_counts: list[int], seconds: float) -> list[dict[str, Any]]
 # --- 2. HTTP --------------------------------------------------------------------------------
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -333,7 +342,25 @@ def bench_http(
                     pass
                 time.sleep(0.1)
             bodies = baskets(500, random.Random(11))
-            result = asyncio.run(load(url, bodies, concurrency, total, warmup=300))
+            # Service CPU per request is the steady measure on a shared machine (wall-clock
+            # latency depends on what else runs); it is sampled around the measured part only.
+            asyncio.run(load(url, bodies, concurrency, 300, warmup=0))
+            profiler = None
+            if pyspy := os.environ.get("AZORA_BENCH_PYSPY"):
+                out = os.environ.get("AZORA_BENCH_PYSPY_OUT", "pricing-profile.txt")
+                profiler = subprocess.Popen(
+                    [pyspy, "record", "-p", str(proc.pid), "-f", "raw", "-o", out]
+                )
+                time.sleep(1)
+            cpu_start, client_start = process_cpu_seconds(proc.pid), time.process_time()
+            result = asyncio.run(load(url, bodies, concurrency, total, warmup=0))
+            cpu = process_cpu_seconds(proc.pid) - cpu_start
+            client_cpu = time.process_time() - client_start
+            if profiler is not None:
+                profiler.send_signal(2)
+                profiler.wait(timeout=30)
+            result["server_cpu_ms_per_request"] = round(cpu * 1000 / total, 3)
+            result["client_cpu_ms_per_request"] = round(client_cpu * 1000 / total, 3)
             result["rules"] = rule_count
             result["workers"] = workers
             result["products"] = PRODUCTS
@@ -393,10 +420,12 @@ def write_results(engine: list[dict[str, Any]], http: dict[str, Any] | None) -> 
             f"## HTTP POST /v1/quotes (uvicorn, {http['workers']} worker(s), PostgreSQL, "
             f"concurrency {http['concurrency']}, {http['rules']:,} rules)",
             "",
-            "| requests | p50 ms | p90 ms | p99 ms | max ms | req/s |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| requests | p50 ms | p90 ms | p99 ms | max ms | req/s | server CPU ms/request "
+            "| client CPU ms/request |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {http['requests']:,} | {http['p50_ms']} | {http['p90_ms']} | {http['p99_ms']} | "
-            f"{http['max_ms']} | {http['throughput_rps_incl_warmup']:,} |",
+            f"{http['max_ms']} | {http['throughput_rps_incl_warmup']:,} | "
+            f"{http['server_cpu_ms_per_request']} | {http['client_cpu_ms_per_request']} |",
             "",
             f"Statuses: {http['statuses']}. Client, server and PostgreSQL share the machine.",
         ]

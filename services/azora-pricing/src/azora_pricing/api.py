@@ -7,10 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
+from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from azora_common.auth import AdminDep, Principal, require_scope
-from azora_common.db import SessionDep
+from azora_common.db import Database, SessionDep
+from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
+from azora_pricing import repository
 from azora_pricing.schemas import (
     NAME_PATTERN,
     NAMESPACE_PATTERN,
@@ -87,6 +91,74 @@ async def create_quote(
         request_body=body.model_dump(mode="json"),
         handler=handler,
     )
+
+
+QUOTE_IN: TypeAdapter[QuoteIn] = TypeAdapter(QuoteIn)
+
+
+async def create_quote_fast(request: Request) -> Response:
+    """``POST /v1/quotes`` as a plain route (see fastpath.py); same answers as ``create_quote``.
+
+    Same order as FastAPI: body parsed (400 when malformed), then auth, then the header and the
+    body validated together. A quote without codes or Idempotency-Key is priced and stored in
+    one statement; anything else (or a stale snapshot, or a rejection) runs the FastAPI route's
+    code on a session, unchanged.
+    """
+    raw = await read_body(request)
+    authorize(request, "pricing:write")
+    body, key = validate_request(request, raw, QUOTE_IN)
+    service = _service(request)
+    db: Database = request.app.state.db
+    if key is None and not body.codes:
+        encoded = await _quote_without_session(db, service, body)
+        if encoded is not None:
+            return Response(encoded, status_code=201, media_type="application/json")
+    # The request is the unit of work, as with SessionDep: committed before the response.
+    async with db.sessionmaker() as session:
+        try:
+
+            async def handler() -> tuple[int, Any]:
+                return 201, await service.create_quote(session, body)
+
+            response = await run_idempotent(
+                session,
+                key=key,
+                scope="POST /v1/quotes",
+                request_body=body.model_dump(mode="json"),
+                handler=handler,
+            )
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+    return response
+
+
+async def _quote_without_session(
+    db: Database, service: PricingService, body: QuoteIn
+) -> bytes | None:
+    bind = db.sessionmaker.kw.get("bind")
+    if isinstance(bind, AsyncEngine):
+        # A pooled connection, no ORM session: the quote is one self-contained statement, so
+        # there is no transaction to begin or commit (the pool's reset on return is a no-op).
+        async with bind.connect() as conn:
+            raw = await conn.get_raw_connection()
+            return await service.create_quote_fast(raw.driver_connection, body)
+    # Sessions bound to something else (tests join them to one outer transaction): through a
+    # session, so the INSERT lands in that transaction.
+    async with db.sessionmaker() as session:
+        try:
+            encoded = await service.create_quote_fast(
+                await repository.driver_connection(session), body
+            )
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+    return encoded
+
+
+FAST_ROUTES = [FastRoute("/v1/quotes", create_quote_fast, methods=["POST"])]
 
 
 @router.get("/v1/quotes/{quote_id}", tags=["quotes"])

@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from azora_common.app import create_service_app
 from azora_common.db import Database
+from azora_common.fastpath import install_fast_routes
 from azora_common.listener import RevisionListener
 from azora_pricing import __version__
-from azora_pricing.api import router
+from azora_pricing.api import FAST_ROUTES, router
 from azora_pricing.service import PricingService
 from azora_pricing.settings import PricingSettings
 from azora_pricing.snapshot import SnapshotHolder
@@ -57,6 +58,7 @@ def create_app(settings: PricingSettings | None = None) -> FastAPI:
             {"name": "admin", "description": "PricingRule admin API (called by the operator)."},
         ],
     )
+    install_fast_routes(app, FAST_ROUTES)
     app.state.pricing = PricingService(settings, holder)
     app.state.snapshot = holder
     return app

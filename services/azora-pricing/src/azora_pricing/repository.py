@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
@@ -285,6 +286,59 @@ async def insert_quote(session: AsyncSession, **values: Any) -> int:
     revision = sa.select(pricing_state.c.revision).where(pricing_state.c.id == 1).scalar_subquery()
     result = await session.execute(sa.insert(quotes).values(**values).returning(revision))
     return int(result.scalar_one())
+
+
+# The hot path's INSERT, on the asyncpg connection itself (no statement compilation, JSON
+# serialised once by the caller). It stores the quote only if the service revision is still the
+# one the quote was priced at: the check and the write are one statement, so a replica whose
+# snapshot is behind a committed write never stores a quote that ignores it (the caller then
+# takes the full path, which reloads). One round trip, no transaction around it.
+_INSERT_QUOTE_IF_CURRENT = """
+INSERT INTO quotes (id, status, customer_id, currency, total, codes, request, result,
+                    snapshot_revision, created_at, expires_at)
+SELECT $1, 'open', $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10
+FROM pricing_state WHERE id = 1 AND revision = $8
+RETURNING true
+"""
+
+
+async def insert_quote_if_current(
+    conn: asyncpg.Connection,
+    *,
+    id: uuid.UUID,
+    customer_id: str | None,
+    currency: str,
+    total: int,
+    codes_json: str,
+    request_json: str,
+    result_json: str,
+    snapshot_revision: int,
+    created_at: datetime,
+    expires_at: datetime,
+) -> bool:
+    """Insert an open quote unless the stored revision moved past ``snapshot_revision``."""
+    stored = await conn.fetchval(
+        _INSERT_QUOTE_IF_CURRENT,
+        id,
+        customer_id,
+        currency,
+        total,
+        codes_json,
+        request_json,
+        result_json,
+        snapshot_revision,
+        created_at,
+        expires_at,
+    )
+    return stored is not None
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a session (in its transaction only if one was begun)."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
 
 
 async def update_quote_result(session: AsyncSession, quote_id: uuid.UUID, **values: Any) -> None:

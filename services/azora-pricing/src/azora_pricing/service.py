@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import orjson
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -186,13 +188,57 @@ class PricingService:
                 result=doc,
                 snapshot_revision=result.snapshot_revision,
             )
+        self._count_quote(result)
+        return doc
+
+    async def create_quote_fast(self, conn: asyncpg.Connection, body: QuoteIn) -> bytes | None:
+        """The hot path of :meth:`create_quote` for quotes without promotion codes.
+
+        Prices against the in-memory snapshot and stores the quote with one statement that
+        also checks the snapshot is current. Returns the response body, serialised once (the
+        same bytes are stored), or ``None`` when the full path must answer: a rejected quote
+        (it may only be rejected by a stale snapshot; the full path reloads and decides) or a
+        snapshot behind the stored revision (nothing was written).
+        """
+        assert not body.codes  # codes need redemption counts: the full path
+        snapshot = self.holder.snapshot
+        at = _now()
+        try:
+            result = self._evaluate(
+                snapshot, _quote_input(body, first_purchase=True), at, body.combination_mode
+            )
+        except InvalidQuote:
+            return None
+        quote_id = uuid.uuid4()
+        expires_at = at + timedelta(seconds=self.settings.quote_ttl_seconds)
+        doc = self._quote_document(quote_id, body, result_document(result), at, expires_at)
+        encoded = orjson.dumps(doc, default=str)
+        stored = await repository.insert_quote_if_current(
+            conn,
+            id=quote_id,
+            customer_id=body.customer.id,
+            currency=result.currency,
+            total=result.total,
+            codes_json="[]",
+            request_json=orjson.dumps(body.model_dump(mode="json"), default=str).decode(),
+            result_json=encoded.decode(),
+            snapshot_revision=snapshot.revision,
+            created_at=at,
+            expires_at=expires_at,
+        )
+        if not stored:
+            return None
+        self._count_quote(result)
+        return encoded
+
+    @staticmethod
+    def _count_quote(result: QuoteResult) -> None:
         QUOTES.labels("created").inc()
         for line in result.lines:
             for adj in line.adjustments:
                 RULE_APPLICATIONS.labels(adj.rule.key, adj.kind.value).inc()
             for adj in line.shadow:
                 SHADOW_HITS.labels(adj.rule.key).inc()
-        return doc
 
     @staticmethod
     def _quote_document(

@@ -9,6 +9,7 @@ request that already holds a snapshot keeps evaluating against it unchanged.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -69,6 +70,21 @@ def build_snapshot(
     return PricingSnapshot(revision, catalog, RuleIndex(rules))
 
 
+def _settle_heap() -> None:
+    """Move the live heap, the new snapshot included, out of the cyclic GC's reach.
+
+    A snapshot of 10,000 products and 1,000 rules is ~185,000 long-lived objects that every
+    full collection would scan again (~90 ms on this machine: the p99 tail under load), though
+    they never become garbage while they are current. Frozen objects are still freed by
+    reference counting, and a snapshot holds no reference cycles (tests/pricing checks it), so
+    the one it replaced is released as soon as the last request using it finishes. Only the
+    young generations are collected first (cheap), so that recent cyclic garbage is not frozen
+    with it; a full collection would cost the very scan this avoids, on every rule change.
+    """
+    gc.collect(1)
+    gc.freeze()
+
+
 class SnapshotHolder:
     def __init__(self) -> None:
         self.snapshot = PricingSnapshot.empty()
@@ -88,6 +104,7 @@ class SnapshotHolder:
             snapshot = await self._load(conn)
             self.snapshot = snapshot  # one assignment: the atomic swap
             SNAPSHOT_RELOADS.labels("listener").inc()
+            _settle_heap()
 
     async def fresh(self, session: AsyncSession) -> PricingSnapshot:
         """The snapshot at (at least) the revision this transaction sees."""
@@ -101,4 +118,5 @@ class SnapshotHolder:
                 snapshot = await self._load(session)
                 self.snapshot = snapshot
                 SNAPSHOT_RELOADS.labels("request").inc()
+                _settle_heap()
         return snapshot
