@@ -14,6 +14,7 @@ from starlette.responses import Response
 from azora_common.auth import AdminDep, Principal, require_scope
 from azora_common.db import Database, SessionDep
 from azora_common.errors import Conflict, InvalidField, problem_response
+from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import (
     REPLAYED_HEADER,
     IdempotencyKeyDep,
@@ -23,7 +24,6 @@ from azora_common.idempotency import (
 from azora_ledger import reports, service
 from azora_ledger import repository as repo
 from azora_ledger.coalescer import Coalescer
-from azora_ledger.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_ledger.schemas import (
     AccountIn,
     AccountOut,

@@ -16,13 +16,19 @@ class LedgerSettings(ServiceSettings):
     # Coalescing of single-transfer requests (see coalescer.py). Off: each request runs in its
     # own request transaction.
     coalesce: bool = True
-    # Each worker applies one batch at a time on its own connection. The service's CPU, not the
-    # database, limits a single replica, so few workers with larger batches do best (bench:
-    # 1, 2 and 4 were within the noise of a shared machine, 1-2 ahead on average); two keep
-    # single transfers moving while one batch waits on a lock held elsewhere.
-    coalesce_workers: int = Field(default=2, ge=1, le=64)
+    # Each worker applies one batch at a time on its own connection. One worker does best: the
+    # batches of two workers collide on account locks (always on a hot account, often on
+    # uniform traffic) and wait for each other anyway, while one worker's batches grow larger
+    # (bench, 2026-11-27, after the GC tuning: 1 worker ~3,200 tx/s uniform and hot with mean
+    # batches of 30, 2 workers ~2,100 with batches of 19, CPU per transfer lower with 1). The
+    # cost: a batch blocked on a lock held by another request path (post/void/reverse) holds
+    # up the single transfers queued behind it for that long; raise it if that matters more.
+    coalesce_workers: int = Field(default=1, ge=1, le=64)
     coalesce_max_batch: int = Field(default=256, ge=1, le=1000)
     coalesce_linger_ms: float = Field(default=0.0, ge=0.0, le=50.0)
+    # Young-generation threshold of the cyclic garbage collector (see app._tune_gc); 0 keeps
+    # Python's default.
+    gc_threshold: int = Field(default=50_000, ge=0)
     # Pending transactions past expires_at are released by a background task this often.
     expiry_interval_seconds: float = Field(default=1.0, gt=0)
     # Refresh interval of the outstanding-pending gauge.
