@@ -13,7 +13,6 @@ import contextlib
 import email.utils
 import hashlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,7 @@ import orjson
 from starlette.routing import Route as StarletteRoute
 from starlette.types import Message, Receive, Scope, Send
 
-from azora_common.logs import current_request_id, request_id_var
+from azora_common.logs import SANE_REQUEST_ID, current_request_id, request_id_var
 from azora_orchestrator import metrics
 from azora_orchestrator.errors import ERROR_TYPES, openai_error_body
 from azora_orchestrator.limits import Bucket, RetryBudget
@@ -46,7 +45,6 @@ INVOKE_SCOPE = "ai:invoke"
 _JSON = b"application/json"
 _SSE = b"text/event-stream"
 _DONE = b"data: [DONE]"
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # as azora_common.logs accepts
 
 
 class _ClientGone(Exception):
@@ -781,7 +779,7 @@ class _Endpoint:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _SANE_ID.match(candidate):
+                if SANE_REQUEST_ID.match(candidate):
                     rid = candidate
                 break
         if rid is None:

@@ -6,8 +6,6 @@ series count stays bounded whatever clients send.
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -19,7 +17,7 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 HTTP_REQUESTS = Counter(
     "azora_http_requests_total",
@@ -44,7 +42,7 @@ SERVICE_INFO = Gauge(
 )
 
 UNMATCHED = "<unmatched>"
-_SKIP = frozenset({"/metrics", "/healthz", "/readyz"})
+SKIPPED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 def route_template(scope: Scope) -> str:
@@ -60,38 +58,6 @@ def route_template(scope: Scope) -> str:
         if match is Match.FULL:
             return str(getattr(candidate, "path", UNMATCHED))
     return UNMATCHED
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware: cheaper than ``BaseHTTPMiddleware`` and streaming-safe."""
-
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-        self.in_flight = HTTP_IN_FLIGHT.labels(service)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _SKIP:
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.in_flight.dec()
-            route = route_template(scope) if status != 404 else UNMATCHED
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-            HTTP_DURATION.labels(self.service, method, route).observe(time.perf_counter() - start)
 
 
 async def metrics_endpoint(request: Request) -> Response:
