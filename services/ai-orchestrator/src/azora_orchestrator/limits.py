@@ -28,18 +28,18 @@ class Bucket:
             self.level = min(self.capacity, self.level + elapsed * self.rate)
             self.stamp = now
 
-    def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` fits (0 when it fits now). A request larger than the whole
-        bucket is admitted once the bucket is full, so it is slow, not impossible."""
-        need = min(amount, self.capacity)
+    def wait_for(self, units: float) -> float:
+        """Seconds until ``units`` (requests or tokens) fit (0 when they fit now). A request
+        larger than the whole bucket is admitted once the bucket is full: slow, not impossible."""
+        need = min(units, self.capacity)
         if self.level >= need:
             return 0.0
         return (need - self.level) / self.rate
 
-    def take(self, amount: float) -> None:
+    def take(self, units: float) -> None:
         # The level may go negative (a request bigger than what is left, admitted when the
         # bucket was full, or usage above the estimate): later requests then wait the debt out.
-        self.level -= amount
+        self.level -= units
 
     def adjust(self, delta: float) -> None:
         self.level = min(self.capacity, self.level - delta)
