@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, TypeAdapter
 from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
-from azora_common.db import Database, SessionDep
+from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.errors import Conflict, InvalidField, problem_response
 from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import (
@@ -287,19 +287,12 @@ async def create_transaction(request: Request) -> Response:
         return respond(await coalescer.submit(transfer))
     db: Database = request.app.state.db
     # The request is the unit of work, as with SessionDep: committed before the response.
-    async with db.sessionmaker() as session:
-        try:
-            conn = await repo.driver_connection(session)
-            [outcome] = await with_retries(
-                conn,
-                lambda: service.create_transactions(
-                    conn, [transfer], atomic=False, source="request"
-                ),
-            )
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
+    async with unit_of_work(db) as session:
+        conn = await repo.driver_connection(session)
+        [outcome] = await with_retries(
+            conn,
+            lambda: service.create_transactions(conn, [transfer], atomic=False, source="request"),
+        )
     return respond(outcome)
 
 

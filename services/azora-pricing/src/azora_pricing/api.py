@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from azora_common.auth import AdminDep, Principal, require_scope
-from azora_common.db import Database, SessionDep
+from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
 from azora_pricing import repository
@@ -114,23 +114,18 @@ async def create_quote_fast(request: Request) -> Response:
         if encoded is not None:
             return Response(encoded, status_code=201, media_type="application/json")
     # The request is the unit of work, as with SessionDep: committed before the response.
-    async with db.sessionmaker() as session:
-        try:
+    async with unit_of_work(db) as session:
 
-            async def handler() -> tuple[int, Any]:
-                return 201, await service.create_quote(session, body)
+        async def handler() -> tuple[int, Any]:
+            return 201, await service.create_quote(session, body)
 
-            response = await run_idempotent(
-                session,
-                key=key,
-                scope="POST /v1/quotes",
-                request_body=body.model_dump(mode="json"),
-                handler=handler,
-            )
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
+        response = await run_idempotent(
+            session,
+            key=key,
+            scope="POST /v1/quotes",
+            request_body=body.model_dump(mode="json"),
+            handler=handler,
+        )
     return response
 
 
@@ -146,16 +141,8 @@ async def _quote_without_session(
             return await service.create_quote_fast(raw.driver_connection, body)
     # Sessions bound to something else (tests join them to one outer transaction): through a
     # session, so the INSERT lands in that transaction.
-    async with db.sessionmaker() as session:
-        try:
-            encoded = await service.create_quote_fast(
-                await repository.driver_connection(session), body
-            )
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-    return encoded
+    async with unit_of_work(db) as session:
+        return await service.create_quote_fast(await repository.driver_connection(session), body)
 
 
 FAST_ROUTES = [FastRoute("/v1/quotes", create_quote_fast, methods=["POST"])]

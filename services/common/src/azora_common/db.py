@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -63,12 +64,13 @@ async def get_database(request: Request) -> Database:
     return db
 
 
-async def get_session(
-    db: Annotated[Database, Depends(get_database)],
-) -> AsyncIterator[AsyncSession]:
-    """One session per request; commits when the handler returns, rolls back when it raises.
+@contextlib.asynccontextmanager
+async def unit_of_work(db: Database) -> AsyncIterator[AsyncSession]:
+    """A session committed when the block ends, rolled back when it raises.
 
-    Services and repositories never commit: the request is the unit of work.
+    What :data:`SessionDep` gives a FastAPI route, for code outside the dependency system (the
+    plain hot-path routes). Services and repositories never commit: the caller's block is the
+    unit of work.
     """
     async with db.sessionmaker() as session:
         try:
@@ -78,6 +80,14 @@ async def get_session(
             raise
         else:
             await session.commit()
+
+
+async def get_session(
+    db: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    """One session per request: the request is the unit of work."""
+    async with unit_of_work(db) as session:
+        yield session
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from azora_common.auth import authorize
-from azora_common.db import Database
+from azora_common.db import Database, unit_of_work
 from azora_common.errors import ProblemError
 from azora_common.fastpath import FastRoute, read_body, validate_request
 from azora_common.fastpath import install_fast_routes as install_routes
@@ -137,7 +137,7 @@ async def _general(
     """What the FastAPI route does: one session, committed when the handler returns."""
     namespace, name = data.cohort.split("/", 1)
 
-    async with db.sessionmaker() as session:
+    async with unit_of_work(db) as session:
 
         async def handler() -> tuple[int, Any]:
             view = await service.enroll(
@@ -152,19 +152,13 @@ async def _general(
             )
             return 201, view
 
-        try:
-            response = await run_idempotent(
-                session,
-                key=key,
-                scope=SCOPE,
-                request_body=data.model_dump(mode="json"),
-                handler=handler,
-            )
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        return response
+        return await run_idempotent(
+            session,
+            key=key,
+            scope=SCOPE,
+            request_body=data.model_dump(mode="json"),
+            handler=handler,
+        )
 
 
 async def create_enrollment(request: Request) -> Response:
