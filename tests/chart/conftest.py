@@ -12,21 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane, missing_tools
+from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane
 from azora_common.devenv.tools import tool_path
-from tests.support.require import missing_dependency
+from tests.support.require import require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "azora"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def require_tools(*names: str) -> None:
-    missing = missing_tools(*names)
-    if missing:
-        message = f"tools not built ({', '.join(missing)}): run `make tools`"
-        missing_dependency(message)
 
 
 def helm(

@@ -24,9 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from azora_common.devenv import LocalControlPlane
 from azora_common.devenv.procs import ManagedProcess, free_port
-from tests.chart.conftest import CHART, ROOT, by_kind, render, require_tools
+from tests.chart.conftest import CHART, ROOT, by_kind, render
 from tests.support.pg import PostgresServer
-from tests.support.require import missing_dependency
+from tests.support.require import missing_dependency, require_tools
 from tests.support.services import ADMIN_TOKEN, API_TOKEN, ServiceProcess, venv_script
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))

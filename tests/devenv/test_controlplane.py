@@ -21,23 +21,14 @@ from azora_common.devenv import (
     CONTROL_PLANE_TOOLS,
     K8S_VERSION,
     LocalControlPlane,
-    missing_tools,
     port_is_open,
 )
-from tests.support.require import missing_dependency
-
-
-def _require_tools() -> None:
-    missing = missing_tools(*CONTROL_PLANE_TOOLS)
-    if not missing:
-        return
-    message = f"control-plane binaries not built ({', '.join(missing)}): run `make tools`"
-    missing_dependency(message)
+from tests.support.require import require_tools
 
 
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalControlPlane]:
-    _require_tools()
+    require_tools(*CONTROL_PLANE_TOOLS)
     with LocalControlPlane(tmp_path_factory.mktemp("kube")) as cp:
         yield cp
 
@@ -175,7 +166,7 @@ def test_pods_can_be_created_without_default_service_account(
 
 
 def test_stop_start_keeps_cluster_state(tmp_path: Path) -> None:
-    _require_tools()
+    require_tools(*CONTROL_PLANE_TOOLS)
     cp = LocalControlPlane(tmp_path / "kube")
     with cp:
         _ok(cp, "create", "namespace", "persisted")
@@ -214,7 +205,7 @@ def _alive(pid: int) -> bool:
 
 def test_no_orphans_when_owner_is_killed(tmp_path: Path) -> None:
     """SIGKILL of the owning process still takes etcd and kube-apiserver down (PDEATHSIG)."""
-    _require_tools()
+    require_tools(*CONTROL_PLANE_TOOLS)
     src_root = Path(azora_common.devenv.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_root), *sys.path])}
     owner = subprocess.Popen(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane, missing_tools
+from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane
 from tests.operator.kube import (
     CLUSTERROLE,
     CRDS,
@@ -23,7 +23,7 @@ from tests.operator.kube import (
     sa_kubeconfig,
 )
 from tests.support.pg import PostgresServer
-from tests.support.require import missing_dependency
+from tests.support.require import require_tools
 from tests.support.services import API_TOKEN, ServiceProcess
 
 # Short, so the "service gone for good" test sees the finalizer released by the timeout.
@@ -39,14 +39,6 @@ rules:
 """
 
 
-def _require_tools() -> None:
-    missing = missing_tools(*CONTROL_PLANE_TOOLS)
-    if not missing:
-        return
-    message = f"control-plane binaries not built ({', '.join(missing)}): run `make tools`"
-    missing_dependency(message)
-
-
 @pytest.fixture(scope="session")
 def work_root() -> Iterator[Path]:
     # Not pytest's tmp_path: concurrent pytest sessions on the machine rotate
@@ -58,7 +50,7 @@ def work_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def kube(work_root: Path) -> Iterator[LocalControlPlane]:
-    _require_tools()
+    require_tools(*CONTROL_PLANE_TOOLS)
     work = work_root / "kube"
     work.mkdir()
     policy = work / "audit-policy.yaml"

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from azora_common.devenv.kube import LocalControlPlane
-from azora_common.devenv.tools import missing_tools, tool_path
-from tests.support.require import missing_dependency
+from azora_common.devenv.tools import tool_path
+from tests.support.require import require_tools
 
 
 class KubeCluster:
@@ -46,10 +46,7 @@ def kube_cluster(work_dir: Path) -> Iterator[KubeCluster]:
     if external:
         yield KubeCluster(Path(external), None)
         return
-    missing = missing_tools("etcd", "kube-apiserver", "kubectl")
-    if missing:
-        message = f"control-plane binaries missing: {', '.join(missing)} (run `make tools`)"
-        missing_dependency(message)
+    require_tools("etcd", "kube-apiserver", "kubectl")
     plane = LocalControlPlane(work_dir)
     plane.start()
     try:

@@ -17,3 +17,12 @@ def missing_dependency(message: str) -> NoReturn:
     if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def require_tools(*names: str) -> None:
+    """The binaries ``make tools`` builds (etcd, kube-apiserver, kubectl, helm) must exist."""
+    from azora_common.devenv.tools import missing_tools
+
+    missing = missing_tools(*names)
+    if missing:
+        missing_dependency(f"tools not built ({', '.join(missing)}): run `make tools`")
