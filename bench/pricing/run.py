@@ -1,17 +1,20 @@
 """Benchmark of azora-pricing (not a test): engine throughput and HTTP quote latency.
 
-    uv run python bench/pricing/run.py [--quick]
+    uv run python bench/pricing/run.py [--quick] [--no-engine] [--workers 1,2] [--durable]
 
 1. In-process engine, one core: quotes/s with 1,000 active rules over 10,000 products, and the
    curve for 10 / 100 / 1,000 / 10,000 rules (rules indexed by target: cost should stay flat).
-2. HTTP ``POST /v1/quotes`` at concurrency 16 against ``azora-pricing serve`` (uvicorn, one
-   worker) on a real PostgreSQL (``AZORA_BENCH_DATABASE_URL`` or a private LocalPostgres):
-   p50 / p99 latency, throughput and the server's CPU time per request (from /proc: the
-   steady figure on a shared machine). Each quote is stored (one INSERT per request).
+2. HTTP ``POST /v1/quotes`` at concurrency 16 against ``azora-pricing serve`` (uvicorn) on a real
+   PostgreSQL (``AZORA_BENCH_DATABASE_URL`` or a private LocalPostgres, fsync off unless
+   ``--durable``), driven by ``wrk`` (``hack/system-deps.sh --bench``) rotating over 500 baskets:
+   p50 / p90 / p99 / p99.9 latency, throughput, every response's status, and CPU time per
+   request of the server, PostgreSQL and the client (from /proc and wait4: the steady figures on
+   a shared machine). Each quote is stored. ``--client aiohttp`` runs the old Python client.
    ``AZORA_BENCH_PYSPY=<py-spy binary>`` also records the server's stacks during the run
    (collapsed format, into ``AZORA_BENCH_PYSPY_OUT``).
 
-Results: bench/results/pricing-<date>.json and .md.
+Results: bench/results/pricing-<date>.json and .md (a ``--no-engine`` run keeps the newest
+engine rows).
 """
 
 from __future__ import annotations
@@ -208,9 +211,20 @@ def bench_engine(rule_counts: list[int], seconds: float) -> list[dict[str, Any]]
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux ``/proc/<pid>/stat``)."""
+    """User + system CPU time of a process and its live descendants (uvicorn workers)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += process_cpu_seconds(int(child))
+    return total
+
+
+def postmaster_pid(server: Any) -> int | None:
+    """The local PostgreSQL's postmaster (its backends are its children); None if external."""
+    if server is None:
+        return None
+    return int((server.data_dir / "postmaster.pid").read_text().split()[0])
 
 
 def free_port() -> int:
@@ -245,13 +259,17 @@ async def seed(dsn: str, rule_count: int) -> None:
         await conn.close()
 
 
-async def load(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, total: int, warmup: int
+async def load_aiohttp(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, total: int
 ) -> dict[str, Any]:
-    # aiohttp rather than httpx: the client shares the machine, so its CPU cost matters.
+    """The old in-process client, kept for comparison (``--client aiohttp``).
+
+    It shares the two cores and its own event loop with nothing else, but its queueing (16
+    coroutines on one loop, ~0.15 ms of CPU per request) is inside every latency it reports.
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    counter = iter(range(total + warmup))
+    counter = iter(range(total))
     payloads = [json.dumps(b).encode() for b in bodies]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -262,10 +280,8 @@ async def load(
                 start = time.perf_counter()
                 async with http.post("/v1/quotes", data=payloads[n % len(payloads)]) as response:
                     await response.read()
-                elapsed = time.perf_counter() - start
-                if n >= warmup:
-                    latencies.append(elapsed)
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
+                latencies.append(time.perf_counter() - start)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -276,20 +292,153 @@ async def load(
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
 
     return {
+        "client": "aiohttp",
         "requests": len(latencies),
         "concurrency": concurrency,
         "statuses": statuses,
         "p50_ms": pct(0.50),
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
+        "p999_ms": pct(0.999),
         "max_ms": round(latencies[-1] * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
-        "throughput_rps_incl_warmup": round((total + warmup) / wall),
+        "throughput_rps": round(total / wall),
     }
 
 
+# wrk (C, epoll) as the load generator: it costs a fraction of a Python client's CPU on the
+# shared cores and adds no event-loop queueing of its own to the latencies. Every request is
+# prepared once (wrk.format) and the connections rotate over the baskets; each thread counts
+# response statuses, and done() prints them with wrk's own latency histogram as one JSON line.
+WRK_SCRIPT = """
+local bodies = {BODIES}
+local prepared = {}
+local counter = 0
+local threads = {}
+statuses = {}
+
+function setup(thread)
+  thread:set("offset", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local headers = {["Authorization"] = "Bearer TOKEN", ["Content-Type"] = "application/json"}
+  for i, body in ipairs(bodies) do
+    prepared[i] = wrk.format("POST", "/v1/quotes", headers, body)
+  end
+  counter = offset * 7919
+end
+
+function request()
+  counter = counter + 1
+  return prepared[counter % #prepared + 1]
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do
+      merged[status] = (merged[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(merged) do
+    table.insert(parts, string.format('"%d": %d', status, n))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %d, "duration_us": %d, "statuses": {%s}, '
+    .. '"socket_errors": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "p999_us": %d, '
+    .. '"max_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration, table.concat(parts, ", "),
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+
+
+def wrk_script(bodies: list[dict[str, Any]]) -> str:
+    literals = []
+    for body in bodies:
+        text = json.dumps(body)
+        assert "]==]" not in text
+        literals.append(f"[==[{text}]==]")
+    return WRK_SCRIPT.replace("{BODIES}", "{" + ",\n".join(literals) + "}").replace("TOKEN", TOKEN)
+
+
+def load_wrk(
+    url: str, script: Path, concurrency: int, seconds: float, threads: int = 2
+) -> dict[str, Any]:
+    """One wrk run; its own CPU time comes from the kernel's accounting of the child (wait4)."""
+    proc = subprocess.Popen(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url + "/v1/quotes",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or "WRK_RESULT " not in out:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}")
+    raw = json.loads(out.split("WRK_RESULT ", 1)[1].splitlines()[0])
+    requests = int(raw["requests"])
+    return {
+        "client": f"wrk -t{threads} -c{concurrency} -d{seconds:g}s",
+        "requests": requests,
+        "concurrency": concurrency,
+        "statuses": {int(k): v for k, v in raw["statuses"].items()},
+        "socket_errors": raw["socket_errors"],
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "p999_ms": round(raw["p999_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "mean_ms": round(raw["mean_us"] / 1000, 2),
+        "throughput_rps": round(requests * 1e6 / raw["duration_us"]),
+        "client_cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def batch_sizes(url: str) -> dict[str, float] | None:
+    """Mean quote-write batch size so far, from the service's own histogram (None if absent)."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for suffix in ("_sum", "_count"):
+            name = "azora_pricing_quote_write_batch_size" + suffix
+            if line.startswith(name + " "):
+                values[suffix] = float(line.split()[1])
+    if not values.get("_count"):
+        return None
+    return {"batches": values["_count"], "quotes": values["_sum"]}
+
+
 def bench_http(
-    rule_count: int, total: int, *, concurrency: int = 16, workers: int = 1
+    rule_count: int,
+    *,
+    concurrency: int = 16,
+    workers: int = 1,
+    client: str = "wrk",
+    seconds: float = 5.0,
+    total: int = 4_000,
+    durable: bool = False,
 ) -> dict[str, Any]:
     from azora_common.devenv.postgres import LocalPostgres
 
@@ -298,7 +447,9 @@ def bench_http(
     base = os.environ.get("AZORA_BENCH_DATABASE_URL")
     try:
         if base is None:
-            server = LocalPostgres(work / "pgdata", fast=True)
+            # fast=True: fsync, synchronous_commit and full_page_writes off (a test database);
+            # --durable runs the server with PostgreSQL's defaults, as production would.
+            server = LocalPostgres(work / "pgdata", fast=not durable)
             server.start()
             base = server.url("postgres")
         admin_dsn = base.replace("postgresql+asyncpg://", "postgresql://")
@@ -330,7 +481,10 @@ def bench_http(
         script = shutil.which("azora-pricing") or str(Path(sys.executable).parent / "azora-pricing")
         log = (work / "server.log").open("w")
         proc = subprocess.Popen(
-            [script, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+            [script, "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -342,9 +496,17 @@ def bench_http(
                     pass
                 time.sleep(0.1)
             bodies = baskets(500, random.Random(11))
-            # Service CPU per request is the steady measure on a shared machine (wall-clock
-            # latency depends on what else runs); it is sampled around the measured part only.
-            asyncio.run(load(url, bodies, concurrency, 300, warmup=0))
+            lua = work / "quotes.lua"
+            lua.write_text(wrk_script(bodies))
+
+            def run_load(measured: bool) -> dict[str, Any]:
+                if client == "wrk":
+                    return load_wrk(url, lua, concurrency, seconds if measured else 2)
+                n = total if measured else 1_000
+                return asyncio.run(load_aiohttp(url, bodies, concurrency, n))
+
+            # Warm-up (connections, caches, the snapshot's per-product memo), not measured.
+            run_load(measured=False)
             profiler = None
             if pyspy := os.environ.get("AZORA_BENCH_PYSPY"):
                 out = os.environ.get("AZORA_BENCH_PYSPY_OUT", "pricing-profile.txt")
@@ -352,18 +514,41 @@ def bench_http(
                     [pyspy, "record", "-p", str(proc.pid), "-f", "raw", "-o", out]
                 )
                 time.sleep(1)
+            # CPU per request of each party (server with its workers, PostgreSQL with its
+            # backends, the client) is the steady measure on a shared machine; sampled around
+            # the measured run only.
+            pg_pid = postmaster_pid(server)
+            batches_start = batch_sizes(url) if workers == 1 else None
             cpu_start, client_start = process_cpu_seconds(proc.pid), time.process_time()
-            result = asyncio.run(load(url, bodies, concurrency, total, warmup=0))
+            pg_start = process_cpu_seconds(pg_pid) if pg_pid else 0.0
+            result = run_load(measured=True)
             cpu = process_cpu_seconds(proc.pid) - cpu_start
-            client_cpu = time.process_time() - client_start
+            pg_cpu = process_cpu_seconds(pg_pid) - pg_start if pg_pid else None
+            client_cpu = result.pop("client_cpu_s", None)
+            if client_cpu is None:  # the in-process client
+                client_cpu = time.process_time() - client_start
+            batches_end = batch_sizes(url) if workers == 1 else None
             if profiler is not None:
                 profiler.send_signal(2)
                 profiler.wait(timeout=30)
-            result["server_cpu_ms_per_request"] = round(cpu * 1000 / total, 3)
-            result["client_cpu_ms_per_request"] = round(client_cpu * 1000 / total, 3)
+            n = result["requests"]
+            result["server_cpu_ms_per_request"] = round(cpu * 1000 / n, 3)
+            if pg_cpu is not None:
+                result["database_cpu_ms_per_request"] = round(pg_cpu * 1000 / n, 3)
+            result["client_cpu_ms_per_request"] = round(client_cpu * 1000 / n, 3)
+            if batches_start is not None and batches_end is not None:
+                count = batches_end["batches"] - batches_start["batches"]
+                if count:
+                    quotes = batches_end["quotes"] - batches_start["quotes"]
+                    result["mean_quote_write_batch"] = round(quotes / count, 2)
             result["rules"] = rule_count
             result["workers"] = workers
             result["products"] = PRODUCTS
+            result["database"] = (
+                "external"
+                if server is None
+                else ("durable (PostgreSQL defaults)" if durable else "fast (fsync off)")
+            )
             print(f"http: {result}", flush=True)
             return result
         finally:
@@ -379,15 +564,29 @@ def bench_http(
 # --- report ---------------------------------------------------------------------------------
 
 
-def write_results(engine: list[dict[str, Any]], http: dict[str, Any] | None) -> Path:
+def previous_engine_rows() -> tuple[list[dict[str, Any]], str | None]:
+    """The newest recorded engine rows (a ``--no-engine`` run keeps them in its results)."""
+    for path in sorted(RESULTS.glob("pricing-*.json"), reverse=True):
+        doc = json.loads(path.read_text())
+        if doc.get("engine"):
+            return doc["engine"], doc.get("engine_date", doc["date"])
+    return [], None
+
+
+def write_results(engine: list[dict[str, Any]], http: list[dict[str, Any]]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    now = datetime.now(UTC)
+    day = now.strftime("%Y-%m-%d")
+    engine_date: str | None = now.isoformat()
+    if not engine:
+        engine, engine_date = previous_engine_rows()
     doc = {
         "benchmark": "pricing",
-        "date": datetime.now(UTC).isoformat(),
+        "date": now.isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "products": PRODUCTS,
         "engine": engine,
+        "engine_date": engine_date,
         "http": http,
     }
     path = RESULTS / f"pricing-{day}.json"
@@ -399,7 +598,7 @@ def write_results(engine: list[dict[str, Any]], http: dict[str, Any] | None) -> 
         f"{PRODUCTS:,} products; baskets of 1-3 lines; "
         "command `uv run python bench/pricing/run.py`.",
         "",
-        "## Engine, in-process, one core",
+        f"## Engine, in-process, one core (measured {engine_date})",
         "",
         "Quotes per CPU-second is what one dedicated core sustains; wall-clock quotes/s is",
         "lower whenever other work shares the core.",
@@ -414,21 +613,30 @@ def write_results(engine: list[dict[str, Any]], http: dict[str, Any] | None) -> 
             f"{row['evaluate_quotes_per_s']:,} | {row['evaluate_and_trace_quotes_per_cpu_s']:,} | "
             f"{row['candidate_rules_per_quote']} | {row['adjustments_per_quote']} |"
         )
-    if http is not None:
+    if http:
+        first = http[0]
         lines += [
             "",
-            f"## HTTP POST /v1/quotes (uvicorn, {http['workers']} worker(s), PostgreSQL, "
-            f"concurrency {http['concurrency']}, {http['rules']:,} rules)",
+            f"## HTTP POST /v1/quotes (uvicorn, PostgreSQL, concurrency {first['concurrency']}, "
+            f"{first['rules']:,} rules, each quote stored)",
             "",
-            "| requests | p50 ms | p90 ms | p99 ms | max ms | req/s | server CPU ms/request "
-            "| client CPU ms/request |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {http['requests']:,} | {http['p50_ms']} | {http['p90_ms']} | {http['p99_ms']} | "
-            f"{http['max_ms']} | {http['throughput_rps_incl_warmup']:,} | "
-            f"{http['server_cpu_ms_per_request']} | {http['client_cpu_ms_per_request']} |",
+            "Client, server and PostgreSQL share the machine; CPU is milliseconds per request.",
             "",
-            f"Statuses: {http['statuses']}. Client, server and PostgreSQL share the machine.",
+            "| client | workers | database | requests | p50 ms | p90 ms | p99 ms | p99.9 ms "
+            "| max ms | req/s | server CPU | PostgreSQL CPU | client CPU | quotes/INSERT "
+            "| statuses |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
+        for run in http:
+            lines.append(
+                f"| {run['client']} | {run['workers']} | {run['database']} | "
+                f"{run['requests']:,} | {run['p50_ms']} | {run['p90_ms']} | {run['p99_ms']} | "
+                f"{run['p999_ms']} | {run['max_ms']} | {run['throughput_rps']:,} | "
+                f"{run['server_cpu_ms_per_request']} | "
+                f"{run.get('database_cpu_ms_per_request', '-')} | "
+                f"{run['client_cpu_ms_per_request']} | {run.get('mean_quote_write_batch', '-')} | "
+                f"{run['statuses']} |"
+            )
     md = RESULTS / f"pricing-{day}.md"
     md.write_text("\n".join(lines) + "\n")
     return md
@@ -438,17 +646,36 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--no-http", action="store_true")
-    parser.add_argument("--no-engine", action="store_true")
+    parser.add_argument(
+        "--no-engine", action="store_true", help="HTTP only; the newest engine rows are kept"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument(
+        "--workers", default="1", help="uvicorn worker processes; a comma list runs each"
+    )
+    parser.add_argument("--client", choices=["wrk", "aiohttp"], default="wrk")
+    parser.add_argument("--seconds", type=float, default=None, help="wrk run length")
+    parser.add_argument("--requests", type=int, default=None, help="aiohttp request count")
+    parser.add_argument(
+        "--durable", action="store_true", help="PostgreSQL with fsync/synchronous_commit on"
+    )
     args = parser.parse_args()
     seconds = 1.0 if args.quick else 3.0
     engine = [] if args.no_engine else bench_engine([10, 100, 1_000, 10_000], seconds)
-    total = args.requests or (1_000 if args.quick else 4_000)
-    http = None
+    http = []
     if not args.no_http:
-        http = bench_http(1_000, total, concurrency=args.concurrency, workers=args.workers)
+        for workers in (int(w) for w in args.workers.split(",")):
+            http.append(
+                bench_http(
+                    1_000,
+                    concurrency=args.concurrency,
+                    workers=workers,
+                    client=args.client,
+                    seconds=args.seconds or (2.0 if args.quick else 5.0),
+                    total=args.requests or (1_000 if args.quick else 4_000),
+                    durable=args.durable,
+                )
+            )
     print(write_results(engine, http).read_text())
 
 
