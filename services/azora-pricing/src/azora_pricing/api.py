@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
 from azora_pricing import repository
+from azora_pricing.quote_writer import QuoteWriter
 from azora_pricing.schemas import (
     NAME_PATTERN,
     NAMESPACE_PATTERN,
@@ -110,7 +112,7 @@ async def create_quote_fast(request: Request) -> Response:
     service = _service(request)
     db: Database = request.app.state.db
     if key is None and not body.codes:
-        encoded = await _quote_without_session(db, service, body)
+        encoded = await _quote_without_session(request, db, service, body)
         if encoded is not None:
             return Response(encoded, status_code=201, media_type="application/json")
     # The request is the unit of work, as with SessionDep: committed before the response.
@@ -130,19 +132,29 @@ async def create_quote_fast(request: Request) -> Response:
 
 
 async def _quote_without_session(
-    db: Database, service: PricingService, body: QuoteIn
+    request: Request, db: Database, service: PricingService, body: QuoteIn
 ) -> bytes | None:
     bind = db.sessionmaker.kw.get("bind")
     if isinstance(bind, AsyncEngine):
-        # A pooled connection, no ORM session: the quote is one self-contained statement, so
-        # there is no transaction to begin or commit (the pool's reset on return is a no-op).
+        writer: QuoteWriter | None = request.app.state.quote_writer
+        if writer is not None:
+            # No session, no transaction: the writer stores the quote together with the others
+            # priced meanwhile (one autocommitted INSERT) and answers once it is committed.
+            return await service.create_quote_fast(body, writer.store)
+        # Writer off: a pooled connection, the same statement for this quote alone (no
+        # transaction to begin or commit; the pool's reset on return is a no-op).
         async with bind.connect() as conn:
             raw = await conn.get_raw_connection()
-            return await service.create_quote_fast(raw.driver_connection, body)
+            return await service.create_quote_fast(
+                body, functools.partial(repository.insert_quote_if_current, raw.driver_connection)
+            )
     # Sessions bound to something else (tests join them to one outer transaction): through a
     # session, so the INSERT lands in that transaction.
     async with unit_of_work(db) as session:
-        return await service.create_quote_fast(await repository.driver_connection(session), body)
+        conn = await repository.driver_connection(session)
+        return await service.create_quote_fast(
+            body, functools.partial(repository.insert_quote_if_current, conn)
+        )
 
 
 FAST_ROUTES = [FastRoute("/v1/quotes", create_quote_fast, methods=["POST"])]

@@ -14,6 +14,7 @@ from azora_common.fastpath import install_fast_routes
 from azora_common.listener import RevisionListener
 from azora_pricing import __version__
 from azora_pricing.api import FAST_ROUTES, router
+from azora_pricing.quote_writer import QuoteWriter
 from azora_pricing.service import PricingService
 from azora_pricing.settings import PricingSettings
 from azora_pricing.snapshot import SnapshotHolder
@@ -39,9 +40,20 @@ def create_app(settings: PricingSettings | None = None) -> FastAPI:
         listener = RevisionListener(settings.database_url, settings.notify_channel, reload)
         await listener.start()
         app.state.listener = listener
+        writer = (
+            QuoteWriter(db.engine, max_batch=settings.quote_write_max_batch)
+            if settings.coalesce_quote_writes
+            else None
+        )
+        app.state.quote_writer = writer
         try:
             yield
         finally:
+            # Requests have finished by now (the server drains them before the lifespan
+            # ends); whatever is still queued is written and answered before the pool goes.
+            if writer is not None:
+                app.state.quote_writer = None
+                await writer.close()
             await listener.stop()
 
     app = create_service_app(
@@ -60,5 +72,6 @@ def create_app(settings: PricingSettings | None = None) -> FastAPI:
     )
     install_fast_routes(app, FAST_ROUTES)
     app.state.pricing = PricingService(settings, holder)
+    app.state.quote_writer = None
     app.state.snapshot = holder
     return app

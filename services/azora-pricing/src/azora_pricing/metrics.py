@@ -39,3 +39,8 @@ SNAPSHOT_RELOADS = Counter(
     "Rebuilds of the in-memory rule and product snapshot, by trigger (listener, request).",
     ["trigger"],
 )
+QUOTE_WRITE_BATCH_SIZE = Histogram(
+    "azora_pricing_quote_write_batch_size",
+    "Quotes stored by one INSERT of the hot path's writer (grows with concurrent load).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)

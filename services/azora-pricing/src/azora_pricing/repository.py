@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -288,49 +289,66 @@ async def insert_quote(session: AsyncSession, **values: Any) -> int:
     return int(result.scalar_one())
 
 
+@dataclass(frozen=True, slots=True)
+class QuoteRow:
+    """An open quote as the hot path stores it: JSON already serialised, id as text."""
+
+    id: str
+    customer_id: str | None
+    currency: str
+    total: int
+    codes_json: str
+    request_json: str
+    result_json: str
+    snapshot_revision: int
+    created_at: datetime
+    expires_at: datetime
+
+
 # The hot path's INSERT, on the asyncpg connection itself (no statement compilation, JSON
-# serialised once by the caller). It stores the quote only if the service revision is still the
+# serialised once by the caller). It stores a quote only if the service revision is still the
 # one the quote was priced at: the check and the write are one statement, so a replica whose
 # snapshot is behind a committed write never stores a quote that ignores it (the caller then
-# takes the full path, which reloads). One round trip, no transaction around it.
-_INSERT_QUOTE_IF_CURRENT = """
+# takes the full path, which reloads). One round trip, no transaction around it: autocommit,
+# so a quote is durable when the statement returns. Several quotes go in one statement
+# (quote_writer.py): each is checked against the revision it was priced at, and the statement
+# starts after every one of them was priced, so a write committed before a quote's request
+# arrived is always seen by the check.
+_INSERT_QUOTES_IF_CURRENT = """
 INSERT INTO quotes (id, status, customer_id, currency, total, codes, request, result,
                     snapshot_revision, created_at, expires_at)
-SELECT $1, 'open', $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9, $10
-FROM pricing_state WHERE id = 1 AND revision = $8
-RETURNING true
+SELECT q.id, 'open', q.customer_id, q.currency, q.total, q.codes::jsonb, q.request::jsonb,
+       q.result::jsonb, q.snapshot_revision, q.created_at, q.expires_at
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+            $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])
+       AS q(id, customer_id, currency, total, codes, request, result, snapshot_revision,
+            created_at, expires_at)
+JOIN pricing_state s ON s.id = 1 AND s.revision = q.snapshot_revision
+RETURNING id::text
 """
 
 
-async def insert_quote_if_current(
-    conn: asyncpg.Connection,
-    *,
-    id: uuid.UUID,
-    customer_id: str | None,
-    currency: str,
-    total: int,
-    codes_json: str,
-    request_json: str,
-    result_json: str,
-    snapshot_revision: int,
-    created_at: datetime,
-    expires_at: datetime,
-) -> bool:
-    """Insert an open quote unless the stored revision moved past ``snapshot_revision``."""
-    stored = await conn.fetchval(
-        _INSERT_QUOTE_IF_CURRENT,
-        id,
-        customer_id,
-        currency,
-        total,
-        codes_json,
-        request_json,
-        result_json,
-        snapshot_revision,
-        created_at,
-        expires_at,
+async def insert_quotes_if_current(conn: asyncpg.Connection, rows: Sequence[QuoteRow]) -> set[str]:
+    """Insert open quotes unless the stored revision moved past theirs; the ids stored."""
+    stored = await conn.fetch(
+        _INSERT_QUOTES_IF_CURRENT,
+        [r.id for r in rows],
+        [r.customer_id for r in rows],
+        [r.currency for r in rows],
+        [r.total for r in rows],
+        [r.codes_json for r in rows],
+        [r.request_json for r in rows],
+        [r.result_json for r in rows],
+        [r.snapshot_revision for r in rows],
+        [r.created_at for r in rows],
+        [r.expires_at for r in rows],
     )
-    return stored is not None
+    return {record[0] for record in stored}
+
+
+async def insert_quote_if_current(conn: asyncpg.Connection, row: QuoteRow) -> bool:
+    """One quote through the same statement (a request on its own session's connection)."""
+    return bool(await insert_quotes_if_current(conn, (row,)))
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

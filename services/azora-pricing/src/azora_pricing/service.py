@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +49,7 @@ from azora_pricing.metrics import (
     RULE_APPLICATIONS,
     SHADOW_HITS,
 )
+from azora_pricing.repository import QuoteRow
 from azora_pricing.schemas import ProductIn, QuoteIn, RulePut, SimulateIn
 from azora_pricing.settings import PricingSettings
 from azora_pricing.snapshot import SnapshotHolder
@@ -191,14 +192,18 @@ class PricingService:
         self._count_quote(result)
         return doc
 
-    async def create_quote_fast(self, conn: asyncpg.Connection, body: QuoteIn) -> bytes | None:
+    async def create_quote_fast(
+        self, body: QuoteIn, store: Callable[[QuoteRow], Awaitable[bool]]
+    ) -> bytes | None:
         """The hot path of :meth:`create_quote` for quotes without promotion codes.
 
-        Prices against the in-memory snapshot and stores the quote with one statement that
-        also checks the snapshot is current. Returns the response body, serialised once (the
-        same bytes are stored), or ``None`` when the full path must answer: a rejected quote
-        (it may only be rejected by a stale snapshot; the full path reloads and decides) or a
-        snapshot behind the stored revision (nothing was written).
+        Prices against the in-memory snapshot; ``store`` writes the quote with the statement
+        that also checks the snapshot is current (the writer's batch, or the request's own
+        connection) and returns once it is committed. Returns the response body, serialised
+        once (the same bytes are stored), or ``None`` when the full path must answer: a
+        rejected quote (it may only be rejected by a stale snapshot; the full path reloads and
+        decides), a snapshot behind the stored revision or a value the database refuses
+        (nothing was written).
         """
         assert not body.codes  # codes need redemption counts: the full path
         snapshot = self.holder.snapshot
@@ -213,18 +218,19 @@ class PricingService:
         expires_at = at + timedelta(seconds=self.settings.quote_ttl_seconds)
         doc = self._quote_document(quote_id, body, result_document(result), at, expires_at)
         encoded = orjson.dumps(doc, default=str)
-        stored = await repository.insert_quote_if_current(
-            conn,
-            id=quote_id,
-            customer_id=body.customer.id,
-            currency=result.currency,
-            total=result.total,
-            codes_json="[]",
-            request_json=orjson.dumps(body.model_dump(mode="json"), default=str).decode(),
-            result_json=encoded.decode(),
-            snapshot_revision=snapshot.revision,
-            created_at=at,
-            expires_at=expires_at,
+        stored = await store(
+            QuoteRow(
+                id=str(quote_id),
+                customer_id=body.customer.id,
+                currency=result.currency,
+                total=result.total,
+                codes_json="[]",
+                request_json=orjson.dumps(body.model_dump(mode="json"), default=str).decode(),
+                result_json=encoded.decode(),
+                snapshot_revision=snapshot.revision,
+                created_at=at,
+                expires_at=expires_at,
+            )
         )
         if not stored:
             return None

@@ -24,6 +24,10 @@ class PricingSettings(ServiceSettings):
     # Per-currency overrides, e.g. PRICING_ROUNDING_MODES='{"CHF": "half-up"}'.
     rounding_modes: dict[str, RoundingMode] = Field(default_factory=dict)
     notify_channel: str = "pricing_config"
+    # The hot path's quotes are stored by one writer, many per INSERT (quote_writer.py); off:
+    # one INSERT per request on its own pooled connection.
+    coalesce_quote_writes: bool = True
+    quote_write_max_batch: int = Field(default=256, ge=1, le=5000)
 
     def rounding_policy(self) -> RoundingPolicy:
         return RoundingPolicy(self.rounding_modes, self.rounding_default)
