@@ -15,6 +15,10 @@ ACCEPTS = Counter(
     "first_purchase).",
     ["outcome"],
 )
+# The hot path counts every quote and every adjustment: children are looked up once, not per
+# increment (``labels()`` takes a lock and builds a key each time).
+QUOTES_CREATED = QUOTES.labels("created")
+QUOTES_REJECTED = QUOTES.labels("rejected")
 RULE_APPLICATIONS = Counter(
     "azora_pricing_rule_applications_total",
     "Adjustments applied to quote lines, by rule (namespace/name) and action kind.",
@@ -44,3 +48,20 @@ QUOTE_WRITE_BATCH_SIZE = Histogram(
     "Quotes stored by one INSERT of the hot path's writer (grows with concurrent load).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+
+_rule_applications: dict[tuple[str, str], Counter] = {}
+_shadow_hits: dict[str, Counter] = {}
+
+
+def rule_applied(rule: str, kind: str) -> Counter:
+    child = _rule_applications.get((rule, kind))
+    if child is None:
+        child = _rule_applications[rule, kind] = RULE_APPLICATIONS.labels(rule, kind)
+    return child
+
+
+def shadow_hit(rule: str) -> Counter:
+    child = _shadow_hits.get(rule)
+    if child is None:
+        child = _shadow_hits[rule] = SHADOW_HITS.labels(rule)
+    return child

@@ -5,10 +5,11 @@ No HTTP here; the request's session is the unit of work (committed by the depend
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from azora_common.errors import NotFound, StaleGeneration
 from azora_common.listener import notify
 from azora_pricing import repository
-from azora_pricing.engine.currency import is_currency
+from azora_pricing.engine.currency import RoundingPolicy, is_currency
 from azora_pricing.engine.evaluate import (
     CombinationMode,
     LineInput,
@@ -44,10 +45,11 @@ from azora_pricing.errors import (
 from azora_pricing.metrics import (
     ACCEPTS,
     EVALUATION_SECONDS,
-    QUOTES,
+    QUOTES_CREATED,
+    QUOTES_REJECTED,
     REDEMPTIONS,
-    RULE_APPLICATIONS,
-    SHADOW_HITS,
+    rule_applied,
+    shadow_hit,
 )
 from azora_pricing.repository import QuoteRow
 from azora_pricing.schemas import ProductIn, QuoteIn, RulePut, SimulateIn
@@ -76,10 +78,23 @@ def _quote_input(body: QuoteIn, *, first_purchase: bool) -> QuoteInput:
     )
 
 
+def _new_quote_id() -> str:
+    """A random (version 4) UUID in its text form, without building a ``uuid.UUID``."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 @dataclass
 class PricingService:
     settings: PricingSettings
     holder: SnapshotHolder
+    rounding: RoundingPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rounding = self.settings.rounding_policy()  # settings are frozen
 
     # --- engine ---------------------------------------------------------------------------
 
@@ -87,7 +102,7 @@ class PricingService:
         self, snapshot: PricingSnapshot, quote: QuoteInput, at: datetime, mode: str | None
     ) -> QuoteResult:
         combination = CombinationMode(mode or self.settings.combination_mode)
-        rounding = self.settings.rounding_policy().mode(quote.currency)
+        rounding = self.rounding.mode(quote.currency)
         started = time.perf_counter()
         try:
             return evaluate(snapshot, quote, at, mode=combination, rounding=rounding)
@@ -157,7 +172,7 @@ class PricingService:
                 snapshot = fresh
                 document, result = await self._price(session, body, snapshot)
         except InvalidQuote:
-            QUOTES.labels("rejected").inc()
+            QUOTES_REJECTED.inc()
             raise
         now = _now()
         quote_id = uuid.uuid4()
@@ -214,18 +229,19 @@ class PricingService:
             )
         except InvalidQuote:
             return None
-        quote_id = uuid.uuid4()
+        quote_id = _new_quote_id()
         expires_at = at + timedelta(seconds=self.settings.quote_ttl_seconds)
         doc = self._quote_document(quote_id, body, result_document(result), at, expires_at)
         encoded = orjson.dumps(doc, default=str)
         stored = await store(
             QuoteRow(
-                id=str(quote_id),
+                id=quote_id,
                 customer_id=body.customer.id,
                 currency=result.currency,
                 total=result.total,
                 codes_json="[]",
-                request_json=orjson.dumps(body.model_dump(mode="json"), default=str).decode(),
+                # The validated request, as the full path stores it (model_dump(mode="json")).
+                request_json=body.model_dump_json(),
                 result_json=encoded.decode(),
                 snapshot_revision=snapshot.revision,
                 created_at=at,
@@ -239,16 +255,16 @@ class PricingService:
 
     @staticmethod
     def _count_quote(result: QuoteResult) -> None:
-        QUOTES.labels("created").inc()
+        QUOTES_CREATED.inc()
         for line in result.lines:
             for adj in line.adjustments:
-                RULE_APPLICATIONS.labels(adj.rule.key, adj.kind.value).inc()
+                rule_applied(adj.rule.key, adj.kind.value).inc()
             for adj in line.shadow:
-                SHADOW_HITS.labels(adj.rule.key).inc()
+                shadow_hit(adj.rule.key).inc()
 
     @staticmethod
     def _quote_document(
-        quote_id: uuid.UUID,
+        quote_id: uuid.UUID | str,
         body: QuoteIn,
         document: dict[str, Any],
         now: datetime,
