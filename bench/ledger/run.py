@@ -53,6 +53,7 @@ def postgres() -> Iterator[str]:
             extra_settings={"shared_buffers": "256MB", "max_wal_size": "2GB"},
         )
         pg.start()
+        POSTMASTER[:] = [int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
         try:
             yield pg.url("postgres")
         finally:
@@ -216,6 +217,7 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
                 if args.only and name not in args.only:
                     continue
                 cpu_before = process_cpu_seconds(proc.pid)
+                db_before = database_cpu_seconds()
                 with profiled(proc.pid, args.profile_dir, name):
                     results[name] = await drive(args.seconds, concurrency, one)
                 # CPU time of the service per transfer: unlike throughput, barely moved by
@@ -223,6 +225,11 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
                 cpu = process_cpu_seconds(proc.pid) - cpu_before
                 done = max(results[name]["transfers"], 1)
                 results[name]["service_cpu_us_per_transfer"] = round(cpu / done * 1e6, 1)
+                db_after = database_cpu_seconds()
+                if db_before is not None and db_after is not None:
+                    results[name]["database_cpu_us_per_transfer"] = round(
+                        (db_after - db_before) / done * 1e6, 1
+                    )
             async with http.get("/metrics") as r:
                 metrics = await r.text()
             results["coalesced_batch_size"] = _histogram_mean(
@@ -250,9 +257,23 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux ``/proc``), children excluded."""
+    """User + system CPU time of a process and its live descendants (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    total += process_cpu_seconds(int(child))
+    return total
+
+
+POSTMASTER: list[int] = []  # the local PostgreSQL's postmaster pid, when the bench started it
+
+
+def database_cpu_seconds() -> float | None:
+    """CPU time of the local PostgreSQL (postmaster + backends); None for an external server."""
+    return process_cpu_seconds(POSTMASTER[0]) if POSTMASTER else None
 
 
 @contextlib.contextmanager

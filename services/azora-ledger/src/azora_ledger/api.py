@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import AwareDatetime, TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
@@ -24,6 +25,7 @@ from azora_common.idempotency import (
 from azora_ledger import reports, service
 from azora_ledger import repository as repo
 from azora_ledger.coalescer import Coalescer
+from azora_ledger.gate import WriteGate, WriteTurn
 from azora_ledger.schemas import (
     AccountIn,
     AccountOut,
@@ -206,38 +208,77 @@ async def create_category(body: CategoryIn, session: SessionDep, _: WriteDep) ->
     summary="Up to 1,000 transactions: atomic (all or nothing) or independent (per item)",
 )
 async def create_batch(
-    body: BatchIn, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
+    body: BatchIn, request: Request, _: WriteDep, key: IdempotencyKeyDep = None
 ) -> Response:
-    async def handler() -> tuple[int, Any]:
+    # Documents the endpoint (OpenAPI); requests are answered by create_batch_fast.
+    return await _create_batch(request, body, key)
+
+
+async def create_batch_fast(request: Request) -> Response:
+    """``POST /v1/transactions:batch`` as a plain route (see fastpath.py): same answers as the
+    FastAPI route above, without its stdlib JSON parsing and dependency solving (about a fifth
+    of the service's CPU time for a 1,000-item batch)."""
+    raw = await read_body(request)
+    authorize(request, "ledger:write")
+    body, key = validate_request(request, raw, BATCH_IN)
+    return await _create_batch(request, body, key)
+
+
+async def _create_batch(request: Request, body: BatchIn, key: str | None) -> Response:
+    db: Database = request.app.state.db
+    requests = [
+        TransferRequest(t, path=f"/v1/transactions:batch#{i}")
+        for i, t in enumerate(body.transactions)
+    ]
+    atomic = body.mode == "atomic"
+    status = 201 if atomic else 200
+    gate: WriteGate = request.app.state.write_gate
+
+    async def apply(session: AsyncSession, turn: WriteTurn) -> list[Outcome]:
         conn = await repo.driver_connection(session)
-        requests = [
-            TransferRequest(t, path=f"/v1/transactions:batch#{i}")
-            for i, t in enumerate(body.transactions)
-        ]
-        outcomes = await with_retries(
+        return await with_retries(
             conn,
             lambda: service.create_transactions(
-                conn, requests, atomic=body.mode == "atomic", source="batch"
+                conn, requests, atomic=atomic, source="batch", turn=turn
             ),
         )
-        results = [
+
+    # The request is the unit of work, committed before the response (and before the write
+    # turn is given back: the transaction block ends first).
+    if key is None:
+        async with gate.turn() as turn, unit_of_work(db) as session:
+            outcomes = await apply(session, turn)
+        # Committed and out of the gate: the next writer need not wait for this response.
+        return json_response(status, batch_document(body.mode, outcomes))
+
+    async def handler() -> tuple[int, Any]:
+        return status, batch_document(body.mode, await apply(session, turn))
+
+    # With a key the response is stored with the transactions, so it is built in the turn.
+    request_body = body.model_dump(mode="json")
+    async with gate.turn() as turn, unit_of_work(db) as session:
+        return await run_idempotent(
+            session,
+            key=key,
+            scope="POST /v1/transactions:batch",
+            request_body=request_body,
+            handler=handler,
+        )
+
+
+def batch_document(mode: str, outcomes: list[Outcome]) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "results": [
             {"index": i, "status": o.status}
             | ({"transaction": o.body} if o.ok else {"error": o.body})
             for i, o in enumerate(outcomes)
-        ]
-        return (201 if body.mode == "atomic" else 200), {"mode": body.mode, "results": results}
-
-    return await run_idempotent(
-        session,
-        key=key,
-        scope="POST /v1/transactions:batch",
-        # Only compared when there is a key; dumping 1,000 items for nothing is not free.
-        request_body=body.model_dump(mode="json") if key is not None else None,
-        handler=handler,
-    )
+        ],
+    }
 
 
 TRANSACTION_IN: TypeAdapter[TransactionIn] = TypeAdapter(TransactionIn)
+BATCH_IN: TypeAdapter[BatchIn] = TypeAdapter(BatchIn)
 _KEY_DOC = "Makes the request safe to retry: same key and body replay the first response."
 # The endpoint takes the raw request (see fastpath.py), so FastAPI cannot infer its contract;
 # this is what it generated for the dependency-based signature, kept verbatim.
@@ -287,16 +328,22 @@ async def create_transaction(request: Request) -> Response:
         return respond(await coalescer.submit(transfer))
     db: Database = request.app.state.db
     # The request is the unit of work, as with SessionDep: committed before the response.
-    async with unit_of_work(db) as session:
+    gate: WriteGate = request.app.state.write_gate
+    async with gate.turn() as turn, unit_of_work(db) as session:
         conn = await repo.driver_connection(session)
         [outcome] = await with_retries(
             conn,
-            lambda: service.create_transactions(conn, [transfer], atomic=False, source="request"),
+            lambda: service.create_transactions(
+                conn, [transfer], atomic=False, source="request", turn=turn
+            ),
         )
     return respond(outcome)
 
 
-FAST_ROUTES = [FastRoute("/v1/transactions", create_transaction, methods=["POST"])]
+FAST_ROUTES = [
+    FastRoute("/v1/transactions", create_transaction, methods=["POST"]),
+    FastRoute("/v1/transactions:batch", create_batch_fast, methods=["POST"]),
+]
 
 
 @router.get("/v1/transactions", tags=["transactions"], summary="List transactions, newest first")

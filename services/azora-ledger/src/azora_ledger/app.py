@@ -18,6 +18,7 @@ from azora_common.listener import libpq_url
 from azora_ledger import __version__, service
 from azora_ledger.api import FAST_ROUTES, router
 from azora_ledger.coalescer import Coalescer
+from azora_ledger.gate import WriteGate
 from azora_ledger.metrics import PENDING_OUTSTANDING
 from azora_ledger.repository import count_pending
 from azora_ledger.settings import LedgerSettings
@@ -81,9 +82,13 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             server_settings={"application_name": settings.service_name},
         )
         app.state.ledger_pool = pool
+        # Every writer of new transactions passes this gate (settings.write_concurrency).
+        gate = WriteGate(settings.write_concurrency)
+        app.state.write_gate = gate
         app.state.coalescer = (
             Coalescer(
                 pool,
+                gate=gate,
                 workers=settings.coalesce_workers,
                 max_batch=settings.coalesce_max_batch,
                 linger_seconds=settings.coalesce_linger_ms / 1000,

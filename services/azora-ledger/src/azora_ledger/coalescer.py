@@ -18,6 +18,7 @@ import asyncpg
 
 from azora_common.errors import ProblemError
 from azora_ledger.errors import LedgerBusy
+from azora_ledger.gate import WriteGate
 from azora_ledger.metrics import RETRIES
 from azora_ledger.service import (
     RETRYABLE,
@@ -38,12 +39,14 @@ class Coalescer:
         self,
         pool: asyncpg.Pool,
         *,
+        gate: WriteGate,
         workers: int,
         max_batch: int,
         linger_seconds: float,
         attempts: int = 6,
     ) -> None:
         self.pool = pool
+        self.gate = gate
         self.max_batch = max_batch
         self.linger = linger_seconds
         self.attempts = attempts
@@ -109,9 +112,9 @@ class Coalescer:
     ) -> list[Outcome]:
         for attempt in range(self.attempts):
             try:
-                async with conn.transaction():
+                async with self.gate.turn() as turn, conn.transaction():
                     return await create_transactions(
-                        conn, requests, atomic=False, source="coalesced"
+                        conn, requests, atomic=False, source="coalesced", turn=turn
                     )
             except RETRYABLE:
                 if attempt == self.attempts - 1:

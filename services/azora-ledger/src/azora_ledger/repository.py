@@ -180,39 +180,89 @@ async def find_references(conn: asyncpg.Connection, refs: list[str]) -> dict[str
     return {r["reference"]: r for r in rows}
 
 
+# Rows travel as one array per column (see write_planned for the encodings). Per-row
+# expressions only index binary arrays of fixed-width elements ($1, $9, $10, $18), which costs
+# the same for any position; every other array is an argument of unnest, decoded once.
 _WRITE_PLANNED = """
 WITH new_transactions AS (
     INSERT INTO transactions (id, kind, status, reference, category, tags, description,
         metadata, effective_at, recorded_at, expires_at, resolved_at, parent_id, posting_count,
         request_hash, request)
-    SELECT * FROM json_to_recordset($1::json) AS u(id uuid, kind text, status text,
-        reference text, category text, tags text[], description text, metadata jsonb,
-        effective_at timestamptz, recorded_at timestamptz, expires_at timestamptz,
-        resolved_at timestamptz, parent_id uuid, posting_count smallint, request_hash text,
-        request jsonb)
+    SELECT u.id, u.kind, u.status, u.reference, u.category,
+        CASE WHEN u.tags IS NULL THEN '{}'::text[]
+             ELSE ARRAY(SELECT json_array_elements_text(u.tags::json)) END,
+        u.description, COALESCE(u.metadata::jsonb, '{}'::jsonb),
+        ($9::timestamptz[])[u.effective_at], ($9::timestamptz[])[u.recorded_at],
+        ($9::timestamptz[])[u.expires_at], ($9::timestamptz[])[u.resolved_at],
+        u.parent_id, u.posting_count, u.request_hash, u.request::jsonb
+    FROM unnest($1::uuid[], string_to_array($2, ','), string_to_array($3, ','), $4::text[],
+        $5::text[], $6::text[], $7::text[], $8::text[], $10::int4[], $11::text::int4[],
+        $12::int4[], $13::int4[], $14::uuid[], $15::text::int2[], $16::text[], $17::text[])
+        AS u(id, kind, status, reference, category, tags, description, metadata, effective_at,
+             recorded_at, expires_at, resolved_at, parent_id, posting_count, request_hash,
+             request)
 ),
 new_postings AS (
     INSERT INTO postings (transaction_id, seq, account_id, currency, direction, amount,
         pending, effective_at, account_version, balance_debits, balance_credits)
-    SELECT * FROM json_to_recordset($2::json) AS u(transaction_id uuid, seq smallint,
-        account_id bigint, currency text, direction text, amount bigint, pending boolean,
-        effective_at timestamptz, account_version bigint, balance_debits bigint,
-        balance_credits bigint)
+    SELECT ($1::uuid[])[u.tx], u.seq, u.account_id, u.currency, u.direction, u.amount,
+        ($18::bool[])[u.tx], ($9::timestamptz[])[($10::int4[])[u.tx]], u.account_version,
+        u.balance_debits, u.balance_credits
+    FROM unnest($19::text::int4[], $20::text::int2[], $21::text::int8[],
+        string_to_array($22, ','), string_to_array($23, ','), $24::text::int8[],
+        $25::text::int8[], $26::text::int8[], $27::text::int8[])
+        AS u(tx, seq, account_id, currency, direction, amount, account_version, balance_debits,
+             balance_credits)
 ),
 volumes AS (
     INSERT INTO account_daily_volumes AS v (account_id, day, debits, credits)
-    SELECT * FROM json_to_recordset($3::json)
-        AS u(account_id bigint, day date, debits bigint, credits bigint)
+    SELECT * FROM unnest($28::text::int8[], $29::text::date[], $30::text::int8[],
+        $31::text::int8[]) AS u(account_id, day, debits, credits)
     ORDER BY account_id, day
     ON CONFLICT (account_id, day) DO UPDATE
     SET debits = v.debits + EXCLUDED.debits, credits = v.credits + EXCLUDED.credits
 )
 UPDATE accounts AS a SET posted_debits = u.pd, posted_credits = u.pc,
     pending_debits = u.qd, pending_credits = u.qc, version = u.v
-FROM json_to_recordset($4::json) AS u(id bigint, pd bigint, pc bigint, qd bigint, qc bigint,
-    v bigint)
+FROM unnest($32::text::int8[], $33::text::int8[], $34::text::int8[], $35::text::int8[],
+    $36::text::int8[], $37::text::int8[]) AS u(id, pd, pc, qd, qc, v)
 WHERE a.id = u.id
 """
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """A column for ``unnest``: ``None`` when every value is NULL (unnest pads with NULLs)."""
+    for v in values:
+        if v is not None:
+            return values
+    return None
+
+
+def _ints(values: list[int]) -> str:
+    """An integer array literal: joining text is several times cheaper in Python than
+    asyncpg's binary array encoder (which type-checks every element), and as cheap to parse."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _nullable_ints(values: list[int | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+class _Instants:
+    """Distinct timestamps of a write, each sent once; rows carry 1-based positions."""
+
+    def __init__(self) -> None:
+        self.values: list[datetime] = []
+        self._positions: dict[datetime, int] = {}
+
+    def __call__(self, value: datetime | None) -> int | None:
+        if value is None:
+            return None
+        position = self._positions.get(value)
+        if position is None:
+            self.values.append(value)
+            position = self._positions[value] = len(self.values)
+        return position
 
 
 async def write_planned(
@@ -220,11 +270,20 @@ async def write_planned(
 ) -> None:
     """Insert transactions and postings, add daily volumes, store the new account totals.
 
-    One statement, one round trip, whatever the batch size: each table's rows travel as one
-    JSON array (encoding a JSON text is far cheaper, in Python, than asyncpg encoding typed
-    arrays element by element) and data-modifying CTEs write them. The deferred checks still
-    see everything: the foreign keys and the postings' statement trigger run after the whole
-    statement, when the sibling CTEs' transactions rows exist.
+    One statement, one round trip, whatever the batch size, with data-modifying CTEs. Each
+    column travels as one array, in whichever encoding costs least here, measured per column
+    type on 2,000 rows (Python encoding + database decoding):
+
+    - integers as array literals (text): asyncpg's binary arrays check every element's type;
+    - words (kind, status, direction, currency: no commas by their validation) comma-joined;
+    - UUIDs and the rare free-text columns as binary arrays, and a column that is NULL in every
+      row as one NULL (``unnest`` pads it);
+    - timestamps, expensive to encode and almost all equal (``now``), once per distinct value,
+      with rows carrying positions; a posting takes its transaction's id, effective time and
+      pending flag by position too.
+
+    The deferred checks still see everything: the foreign keys and the postings' statement
+    trigger run after the whole statement, when the sibling CTEs' transactions rows exist.
 
     The account totals are written as absolute values: correct only because every account in
     ``workspace`` was read under ``FOR UPDATE`` in this same transaction.
@@ -232,91 +291,147 @@ async def write_planned(
     if not txns:
         await write_accounts(conn, workspace)
         return
-    transactions = []
-    postings = []
+    instants = _Instants()
+    t_id: list[uuid.UUID] = []
+    t_kind: list[str] = []
+    t_status: list[str] = []
+    t_ref: list[str | None] = []
+    t_cat: list[str | None] = []
+    t_tags: list[str | None] = []
+    t_desc: list[str | None] = []
+    t_meta: list[str | None] = []
+    t_eff: list[int | None] = []
+    t_rec: list[int | None] = []
+    t_exp: list[int | None] = []
+    t_res: list[int | None] = []
+    t_parent: list[uuid.UUID | None] = []
+    t_count: list[int] = []
+    t_hash: list[str | None] = []
+    t_req: list[str | None] = []
+    t_pending: list[bool] = []
+    p_tx: list[int] = []
+    p_seq: list[int] = []
+    p_acc: list[int] = []
+    p_cur: list[str] = []
+    p_dir: list[str] = []
+    p_amount: list[int] = []
+    p_version: list[int] = []
+    p_debits: list[int | None] = []
+    p_credits: list[int | None] = []
     daily: dict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
-    for t in txns:
-        transactions.append(
-            {
-                "id": t.id,
-                "kind": t.kind,
-                "status": t.status,
-                "reference": t.reference,
-                "category": t.category,
-                "tags": t.tags,
-                "description": t.description,
-                "metadata": t.metadata,
-                "effective_at": t.effective_at,
-                "recorded_at": t.recorded_at,
-                "expires_at": t.expires_at,
-                "resolved_at": t.resolved_at,
-                "parent_id": t.parent_id,
-                "posting_count": len(t.postings),
-                "request_hash": t.request_hash,
-                "request": t.request,
-            }
-        )
+    for position, t in enumerate(txns, 1):
+        t_id.append(t.id)
+        t_kind.append(t.kind)
+        t_status.append(t.status)
+        t_ref.append(t.reference)
+        t_cat.append(t.category)
+        t_tags.append(dumps(t.tags) if t.tags else None)
+        t_desc.append(t.description)
+        t_meta.append(dumps(t.metadata) if t.metadata else None)
+        t_eff.append(instants(t.effective_at))
+        t_rec.append(instants(t.recorded_at))
+        t_exp.append(instants(t.expires_at))
+        t_res.append(instants(t.resolved_at))
+        t_parent.append(t.parent_id)
+        t_count.append(len(t.postings))
+        t_hash.append(t.request_hash)
+        t_req.append(None if t.request is None else dumps(t.request))
+        pending = t.postings[0].pending if t.postings else False
+        t_pending.append(pending)
         day = t.effective_at.date()
         for p in t.postings:
-            postings.append(
-                {
-                    "transaction_id": t.id,
-                    "seq": p.seq,
-                    "account_id": p.account.id,
-                    "currency": p.account.currency,
-                    "direction": p.direction,
-                    "amount": p.amount,
-                    "pending": p.pending,
-                    "effective_at": t.effective_at,
-                    "account_version": p.account_version,
-                    "balance_debits": p.balance_debits,
-                    "balance_credits": p.balance_credits,
-                }
-            )
-            if not p.pending:
-                vol = daily[(p.account.id, day)]
+            account = p.account
+            p_tx.append(position)
+            p_seq.append(p.seq)
+            p_acc.append(account.id)
+            p_cur.append(account.currency)
+            p_dir.append(p.direction)
+            p_amount.append(p.amount)
+            p_version.append(p.account_version)
+            p_debits.append(p.balance_debits)
+            p_credits.append(p.balance_credits)
+            if p.pending != pending:
+                raise ValueError(f"transaction {t.id}: postings must be all pending or none")
+            if not pending:
+                vol = daily[(account.id, day)]
                 vol[0 if p.direction == "debit" else 1] += p.amount
-    volumes = [
-        {"account_id": k[0], "day": k[1], "debits": v[0], "credits": v[1]} for k, v in daily.items()
-    ]
+    v_acc: list[int] = []
+    v_day: list[str] = []
+    v_debits: list[int] = []
+    v_credits: list[int] = []
+    for (account_id, day), (debits, credits) in daily.items():
+        v_acc.append(account_id)
+        v_day.append(day.isoformat())
+        v_debits.append(debits)
+        v_credits.append(credits)
     await conn.execute(
         _WRITE_PLANNED,
-        dumps(transactions),
-        dumps(postings),
-        dumps(volumes),
-        dumps(_dirty_accounts(workspace)),
+        t_id,
+        ",".join(t_kind),
+        ",".join(t_status),
+        _column(t_ref),
+        _column(t_cat),
+        _column(t_tags),
+        _column(t_desc),
+        _column(t_meta),
+        instants.values,
+        t_eff,
+        _nullable_ints(t_rec),
+        _column(t_exp),
+        _column(t_res),
+        _column(t_parent),
+        _ints(t_count),
+        _column(t_hash),
+        _column(t_req),
+        t_pending,
+        _ints(p_tx),
+        _ints(p_seq),
+        _ints(p_acc),
+        ",".join(p_cur),
+        ",".join(p_dir),
+        _ints(p_amount),
+        _ints(p_version),
+        _nullable_ints(p_debits),
+        _nullable_ints(p_credits),
+        _ints(v_acc),
+        "{" + ",".join(v_day) + "}",
+        _ints(v_debits),
+        _ints(v_credits),
+        *_dirty_columns(workspace),
     )
 
 
-def _dirty_accounts(workspace: Workspace) -> list[dict[str, int]]:
+def _dirty_accounts(workspace: Workspace) -> list[AccountState]:
     dirty = [workspace.accounts[c] for c in workspace.dirty]
     workspace.dirty.clear()
+    return dirty
+
+
+def _dirty_columns(workspace: Workspace) -> list[str]:
+    dirty = _dirty_accounts(workspace)
     return [
-        {
-            "id": a.id,
-            "pd": a.posted_debits,
-            "pc": a.posted_credits,
-            "qd": a.pending_debits,
-            "qc": a.pending_credits,
-            "v": a.version,
-        }
-        for a in dirty
+        _ints([a.id for a in dirty]),
+        _ints([a.posted_debits for a in dirty]),
+        _ints([a.posted_credits for a in dirty]),
+        _ints([a.pending_debits for a in dirty]),
+        _ints([a.pending_credits for a in dirty]),
+        _ints([a.version for a in dirty]),
     ]
 
 
 async def write_accounts(conn: asyncpg.Connection, workspace: Workspace) -> None:
-    dirty = _dirty_accounts(workspace)
-    if not dirty:
+    if not workspace.dirty:
         return
+    columns = _dirty_columns(workspace)
     await conn.execute(
         """
         UPDATE accounts AS a SET posted_debits = u.pd, posted_credits = u.pc,
             pending_debits = u.qd, pending_credits = u.qc, version = u.v
-        FROM json_to_recordset($1::json)
-            AS u(id bigint, pd bigint, pc bigint, qd bigint, qc bigint, v bigint)
+        FROM unnest($1::text::int8[], $2::text::int8[], $3::text::int8[], $4::text::int8[],
+            $5::text::int8[], $6::text::int8[]) AS u(id, pd, pc, qd, qc, v)
         WHERE a.id = u.id
         """,
-        dumps(dirty),
+        *columns,
     )
 
 

@@ -31,6 +31,7 @@ from azora_ledger.domain import (
     PlannedTransaction,
     Workspace,
     new_id,
+    new_ids,
     split_postings,
 )
 from azora_ledger.errors import (
@@ -55,6 +56,7 @@ from azora_ledger.errors import (
     UnknownAccount,
     UnknownCategory,
 )
+from azora_ledger.gate import WriteTurn
 from azora_ledger.metrics import (
     BATCH_SIZE,
     LOCK_WAIT,
@@ -384,13 +386,25 @@ async def list_transactions(
     }
 
 
-def plan_transfer(
-    request: TransferRequest,
-    ws: Workspace,
-    categories: set[str],
-    now: datetime,
-) -> PlannedTransaction:
-    """Check one new transaction against the locked accounts and apply it in memory."""
+@dataclass(slots=True)
+class PreparedTransfer:
+    """What a new transaction is before its accounts are locked: checked for what needs no
+    account state, with its id, times and response body already made (none of which depend on
+    the accounts), so the locked part of a batch does only what must be done under locks."""
+
+    request: TransferRequest
+    id: uuid.UUID
+    effective_at: datetime
+    expires_at: datetime | None
+    # Raised under the locks, after the account checks, to keep the order of the errors.
+    late_error: ProblemError | None
+    view: dict[str, Any]
+
+
+def prepare_transfer(
+    request: TransferRequest, categories: set[str], now: datetime, tx_id: uuid.UUID
+) -> PreparedTransfer:
+    """The checks of one new transaction that need no account (category, balance per currency)."""
     body = request.body
     if body.category is not None and body.category not in categories:
         raise UnknownCategory("category", f"no category {body.category!r}; create it first")
@@ -407,10 +421,52 @@ def plan_transfer(
                 debits=debits,
                 credits=credits,
             )
+    expires_at = body.expires_at
+    if body.pending and body.timeout_seconds:
+        expires_at = now + timedelta(seconds=body.timeout_seconds)
+    late_error = None
+    if expires_at is not None and expires_at <= now:
+        late_error = InvalidField("expires_at", "must be in the future")
+    effective_at = body.effective_at or now
+    # The same document PlannedTransaction.view() gives: a posting's currency is its account's
+    # once the locked checks pass, and nothing else here depends on the accounts.
+    view = {
+        "id": str(tx_id),
+        "kind": "pending" if body.pending else "transfer",
+        "status": "pending" if body.pending else "posted",
+        "reference": body.reference,
+        "category": body.category,
+        "tags": list(body.tags),
+        "description": body.description,
+        "metadata": body.metadata,
+        "effective_at": effective_at,
+        "recorded_at": now,
+        "expires_at": expires_at,
+        "resolved_at": None,
+        "parent_id": None,
+        "postings": [
+            {
+                "account": p.account,
+                "direction": p.direction,
+                "amount": p.amount,
+                "currency": p.currency,
+            }
+            for p in body.postings
+        ],
+    }
+    return PreparedTransfer(request, tx_id, effective_at, expires_at, late_error, view)
+
+
+def apply_transfer(prepared: PreparedTransfer, ws: Workspace, now: datetime) -> PlannedTransaction:
+    """Check one prepared transaction against the locked accounts and apply it in memory."""
+    request = prepared.request
+    body = request.body
+    pending = body.pending
     planned: list[PlannedPosting] = []
     effects: list[Effect] = []
+    accounts = ws.accounts
     for i, p in enumerate(body.postings):
-        acc = ws.accounts.get(p.account)
+        acc = accounts.get(p.account)
         if acc is None:
             raise UnknownAccount(f"postings[{i}].account", f"no account {p.account}")
         if acc.closed:
@@ -420,34 +476,24 @@ def plan_transfer(
                 f"postings[{i}].currency",
                 f"account {p.account} holds {acc.currency}, not {p.currency}",
             )
-        posting = PlannedPosting(
-            seq=i, account=acc, direction=p.direction, amount=p.amount, pending=body.pending
-        )
+        posting = PlannedPosting(i, acc, p.direction, p.amount, pending)
         planned.append(posting)
-        effects.append(
-            Effect(
-                p.account,
-                p.direction,
-                posted=0 if body.pending else p.amount,
-                pending=p.amount if body.pending else 0,
-                posting=posting,
-            )
-        )
+        if pending:
+            effects.append(Effect(p.account, p.direction, 0, p.amount, posting))
+        else:
+            effects.append(Effect(p.account, p.direction, p.amount, 0, posting))
     for j, c in enumerate(body.conditions):
-        if c.account not in ws.accounts:
+        if c.account not in accounts:
             raise UnknownAccount(f"conditions[{j}].account", f"no account {c.account}")
         ws.check_condition(c.account, c.expected_version, c.balance_at_least, c.balance_at_most)
-    expires_at = body.expires_at
-    if body.pending and body.timeout_seconds:
-        expires_at = now + timedelta(seconds=body.timeout_seconds)
-    if expires_at is not None and expires_at <= now:
-        raise InvalidField("expires_at", "must be in the future")
+    if prepared.late_error is not None:
+        raise prepared.late_error
     ws.commit(ws.apply(effects))
     return PlannedTransaction(
-        id=new_id(),
-        kind="pending" if body.pending else "transfer",
-        status="pending" if body.pending else "posted",
-        effective_at=body.effective_at or now,
+        id=prepared.id,
+        kind="pending" if pending else "transfer",
+        status="pending" if pending else "posted",
+        effective_at=prepared.effective_at,
         recorded_at=now,
         postings=planned,
         reference=body.reference,
@@ -455,7 +501,7 @@ def plan_transfer(
         tags=list(body.tags),
         description=body.description,
         metadata=body.metadata,
-        expires_at=expires_at,
+        expires_at=prepared.expires_at,
         request_hash=request.request_hash if body.reference else None,
         request=request.request if body.reference else None,
     )
@@ -491,6 +537,7 @@ async def create_transactions(
     *,
     atomic: bool,
     source: str,
+    turn: WriteTurn | None = None,
     retention: timedelta = timedelta(hours=24),
 ) -> list[Outcome]:
     """Apply new transactions in the caller's database transaction; one outcome per request.
@@ -552,7 +599,18 @@ async def create_transactions(
         {p.account for i in active for p in requests[i].body.postings}
         | {c.account for i in active for c in requests[i].body.conditions}
     )
+    # Everything that needs no account state is done before the locks are taken. A request
+    # that turns out to replay a stored reference is not prepared-and-checked: its error, if
+    # any, is kept and only raised where the plan would have run.
+    prepared: dict[int, PreparedTransfer | ProblemError] = {}
+    for i, tx_id in zip(active, new_ids(len(active)), strict=True):
+        try:
+            prepared[i] = prepare_transfer(requests[i], categories, now, tx_id)
+        except ProblemError as exc:
+            prepared[i] = exc
     started = time.perf_counter()
+    if turn is not None:
+        await turn.take()  # given back by the caller once the transaction has ended
     ws = Workspace(await repo.lock_accounts(conn, codes) if codes else {})
     LOCK_WAIT.observe(time.perf_counter() - started)
 
@@ -586,12 +644,15 @@ async def create_transactions(
                     )
                 outcomes[i] = Outcome(200, first_tx.view(), replayed=True)
                 continue
-            tx = plan_transfer(r, ws, categories, now)
+            ready = prepared[i]
+            if isinstance(ready, ProblemError):
+                raise ready
+            tx = apply_transfer(ready, ws, now)
         except ProblemError as exc:
             outcomes[i] = problem_outcome(exc, r.path)
             continue
         planned.append(tx)
-        outcomes[i] = Outcome(201, tx.view())
+        outcomes[i] = Outcome(201, ready.view)
         if ref is not None:
             by_reference[ref] = (r.request_hash, tx)
     for i, tx_id in replay_ids.items():

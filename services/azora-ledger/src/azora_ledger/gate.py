@@ -1,0 +1,56 @@
+"""The write gate: how many writers of this process may hold account locks at once.
+
+A writer of new transactions takes its *turn* right before it locks accounts and gives it back
+when its database transaction has ended (committed or rolled back). Everything before the locks
+(idempotency claims, reference and category lookups, the checks that need no account state)
+runs outside the gate, in parallel with the writer that holds it.
+
+Why: two writers of one process whose accounts overlap make PostgreSQL do about twice the work
+per transfer (the second waits on the first's row locks, then re-checks every row the first
+updated), so queueing them in Python is faster than queueing them on the locks. Writers in
+other replicas still coordinate through the row locks, in one global order.
+
+No deadlock with the database's own locks: a turn holder only waits on account rows (locked by
+turn holders, or by paths that never wait for the gate: post, void, reverse, close) and on
+transactions and idempotency rows of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+
+class WriteTurn:
+    """One writer's turn: taken at most once, given back when the writer's block ends."""
+
+    __slots__ = ("_held", "_semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+
+    async def take(self) -> None:
+        if not self._held:
+            await self._semaphore.acquire()
+            self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
+class WriteGate:
+    def __init__(self, width: int) -> None:
+        self._semaphore = asyncio.Semaphore(width)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[WriteTurn]:
+        """``async with gate.turn() as turn, <transaction>:`` -- the transaction ends first."""
+        turn = WriteTurn(self._semaphore)
+        try:
+            yield turn
+        finally:
+            turn.give_back()
