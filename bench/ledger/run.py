@@ -232,9 +232,13 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
                     )
             async with http.get("/metrics") as r:
                 metrics = await r.text()
-            results["coalesced_batch_size"] = _histogram_mean(
-                metrics, "azora_ledger_batch_size", 'source="coalesced"'
-            )
+            size = _histogram_mean(metrics, "azora_ledger_batch_size", 'source="coalesced"')
+            results["coalesced_batch_size"] = round(size, 1) if size is not None else None
+            for name in ("wait", "held"):
+                mean = _histogram_mean(metrics, f"azora_ledger_write_turn_{name}_seconds", "")
+                results[f"write_turn_{name}_mean_ms"] = (
+                    round(mean * 1000, 2) if mean is not None else None
+                )
     finally:
         proc.terminate()
         proc.wait(30)
@@ -317,7 +321,7 @@ def _histogram_mean(text: str, name: str, label: str) -> float | None:
             total = float(line.rsplit(" ", 1)[1])
         elif line.startswith(name + "_count"):
             count = float(line.rsplit(" ", 1)[1])
-    return round(total / count, 1) if total is not None and count else None
+    return round(total / count, 5) if total is not None and count else None
 
 
 async def bench_reference(base: str, args: argparse.Namespace) -> dict[str, Any]:

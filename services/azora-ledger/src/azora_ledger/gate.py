@@ -19,27 +19,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+
+from azora_ledger.metrics import TURN_HELD, TURN_WAIT
 
 
 class WriteTurn:
     """One writer's turn: taken at most once, given back when the writer's block ends."""
 
-    __slots__ = ("_held", "_semaphore")
+    __slots__ = ("_held", "_semaphore", "_since")
 
     def __init__(self, semaphore: asyncio.Semaphore) -> None:
         self._semaphore = semaphore
         self._held = False
+        self._since = 0.0
 
     async def take(self) -> None:
         if not self._held:
+            started = time.perf_counter()
             await self._semaphore.acquire()
             self._held = True
+            self._since = time.perf_counter()
+            TURN_WAIT.observe(self._since - started)
 
     def give_back(self) -> None:
         if self._held:
             self._held = False
             self._semaphore.release()
+            TURN_HELD.observe(time.perf_counter() - self._since)
 
 
 class WriteGate:
@@ -54,3 +62,6 @@ class WriteGate:
             yield turn
         finally:
             turn.give_back()
+        # Let the next writer (woken by the release) send its lock query before this one goes
+        # on to build its response: the gate is the bottleneck, keep it busy.
+        await asyncio.sleep(0)

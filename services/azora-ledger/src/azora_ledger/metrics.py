@@ -30,6 +30,17 @@ BATCH_SIZE = Histogram(
     ["source"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
 )
+_TURN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+TURN_WAIT = Histogram(
+    "azora_ledger_write_turn_wait_seconds",
+    "Time a writer waited for its turn at the process's write gate (see gate.py).",
+    buckets=_TURN_BUCKETS,
+)
+TURN_HELD = Histogram(
+    "azora_ledger_write_turn_held_seconds",
+    "Time a writer held its turn: account locks, checks, writes and commit.",
+    buckets=_TURN_BUCKETS,
+)
 RETRIES = Counter(
     "azora_ledger_serialization_retries_total",
     "Database transactions retried after a deadlock, serialization failure or unique race.",

@@ -488,7 +488,7 @@ def apply_transfer(prepared: PreparedTransfer, ws: Workspace, now: datetime) -> 
         ws.check_condition(c.account, c.expected_version, c.balance_at_least, c.balance_at_most)
     if prepared.late_error is not None:
         raise prepared.late_error
-    ws.commit(ws.apply(effects))
+    ws.apply(effects)
     return PlannedTransaction(
         id=prepared.id,
         kind="pending" if pending else "transfer",
@@ -603,7 +603,9 @@ async def create_transactions(
     # that turns out to replay a stored reference is not prepared-and-checked: its error, if
     # any, is kept and only raised where the plan would have run.
     prepared: dict[int, PreparedTransfer | ProblemError] = {}
-    for i, tx_id in zip(active, new_ids(len(active)), strict=True):
+    for n_prepared, (i, tx_id) in enumerate(zip(active, new_ids(len(active)), strict=True)):
+        if n_prepared % 200 == 199:
+            await asyncio.sleep(0)  # a large batch must not hold the event loop (see gate.py)
         try:
             prepared[i] = prepare_transfer(requests[i], categories, now, tx_id)
         except ProblemError as exc:
@@ -758,7 +760,7 @@ async def post_pending(conn: asyncpg.Connection, tx_id: uuid.UUID, amount: int |
             )
             planned.append(posting)
             effects.append(Effect(code, p["direction"], posted=share, pending=0, posting=posting))
-    ws.commit(ws.apply(effects))
+    ws.apply(effects)
     tx = PlannedTransaction(
         id=new_id(),
         kind="post",
@@ -787,13 +789,11 @@ async def release_pending(
     postings = await repo.get_postings(conn, [tx_id])
     ws = await _lock_for_postings(conn, postings)
     by_id = {a.id: a for a in ws.accounts.values()}
-    ws.commit(
-        ws.apply(
-            [
-                Effect(by_id[p["account_id"]].code, p["direction"], posted=0, pending=-p["amount"])
-                for p in postings
-            ]
-        )
+    ws.apply(
+        [
+            Effect(by_id[p["account_id"]].code, p["direction"], posted=0, pending=-p["amount"])
+            for p in postings
+        ]
     )
     await repo.write_accounts(conn, ws)
     await repo.resolve_pending(conn, tx_id, status, now)
@@ -867,7 +867,7 @@ async def reverse(
         posting = PlannedPosting(len(planned), acc, flip[direction], share, pending=False)
         planned.append(posting)
         effects.append(Effect(acc.code, flip[direction], posted=share, pending=0, posting=posting))
-    ws.commit(ws.apply(effects))
+    ws.apply(effects)
     tx = PlannedTransaction(
         id=new_id(),
         kind="reversal",
