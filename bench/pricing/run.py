@@ -1,15 +1,17 @@
 """Benchmark of azora-pricing (not a test): engine throughput and HTTP quote latency.
 
-    uv run python bench/pricing/run.py [--quick] [--no-engine] [--workers 1,2] [--durable]
+    uv run python bench/pricing/run.py [--quick] [--no-engine] [--workers 1,2]
+                                       [--database fast,durable] [--client wrk|aiohttp]
 
 1. In-process engine, one core: quotes/s with 1,000 active rules over 10,000 products, and the
    curve for 10 / 100 / 1,000 / 10,000 rules (rules indexed by target: cost should stay flat).
-2. HTTP ``POST /v1/quotes`` at concurrency 16 against ``azora-pricing serve`` (uvicorn) on a real
-   PostgreSQL (``AZORA_BENCH_DATABASE_URL`` or a private LocalPostgres, fsync off unless
-   ``--durable``), driven by ``wrk`` (``hack/system-deps.sh --bench``) rotating over 500 baskets:
-   p50 / p90 / p99 / p99.9 latency, throughput, every response's status, and CPU time per
-   request of the server, PostgreSQL and the client (from /proc and wait4: the steady figures on
-   a shared machine). Each quote is stored. ``--client aiohttp`` runs the old Python client.
+2. HTTP ``POST /v1/quotes`` at concurrency 16 against ``azora-pricing serve`` (uvicorn) on a
+   real PostgreSQL (``AZORA_BENCH_DATABASE_URL`` or a private LocalPostgres: fsync off, or
+   PostgreSQL's defaults with ``--database durable``), driven by ``wrk`` (installed by
+   ``hack/system-deps.sh --bench``) rotating over 500 baskets: p50 / p90 / p99 / p99.9
+   latency, throughput, every response's status, and CPU time per request of the server,
+   PostgreSQL and the client (from /proc and wait4: the steady figures on a shared machine).
+   Each quote is stored. ``--client aiohttp`` runs the old in-process Python client.
    ``AZORA_BENCH_PYSPY=<py-spy binary>`` also records the server's stacks during the run
    (collapsed format, into ``AZORA_BENCH_PYSPY_OUT``).
 
@@ -448,7 +450,7 @@ def bench_http(
     try:
         if base is None:
             # fast=True: fsync, synchronous_commit and full_page_writes off (a test database);
-            # --durable runs the server with PostgreSQL's defaults, as production would.
+            # durable: the server with PostgreSQL's defaults, as production would run it.
             server = LocalPostgres(work / "pgdata", fast=not durable)
             server.start()
             base = server.url("postgres")
@@ -657,25 +659,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="wrk run length")
     parser.add_argument("--requests", type=int, default=None, help="aiohttp request count")
     parser.add_argument(
-        "--durable", action="store_true", help="PostgreSQL with fsync/synchronous_commit on"
+        "--database",
+        default="fast",
+        help="fast (fsync off), durable (PostgreSQL defaults) or a comma list: runs each",
     )
     args = parser.parse_args()
     seconds = 1.0 if args.quick else 3.0
     engine = [] if args.no_engine else bench_engine([10, 100, 1_000, 10_000], seconds)
     http = []
     if not args.no_http:
-        for workers in (int(w) for w in args.workers.split(",")):
-            http.append(
-                bench_http(
-                    1_000,
-                    concurrency=args.concurrency,
-                    workers=workers,
-                    client=args.client,
-                    seconds=args.seconds or (2.0 if args.quick else 5.0),
-                    total=args.requests or (1_000 if args.quick else 4_000),
-                    durable=args.durable,
+        for database in args.database.split(","):
+            if database not in ("fast", "durable"):
+                parser.error(f"--database: {database!r} is not fast or durable")
+            for workers in (int(w) for w in args.workers.split(",")):
+                http.append(
+                    bench_http(
+                        1_000,
+                        concurrency=args.concurrency,
+                        workers=workers,
+                        client=args.client,
+                        seconds=args.seconds or (2.0 if args.quick else 5.0),
+                        total=args.requests or (1_000 if args.quick else 4_000),
+                        durable=database == "durable",
+                    )
                 )
-            )
     print(write_results(engine, http).read_text())
 
 
