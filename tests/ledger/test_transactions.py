@@ -407,3 +407,76 @@ async def test_times_outside_the_utc_range_are_client_errors(books: httpx.AsyncC
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["field"] == "effective_at"
     assert await snapshot(books) == before
+
+
+async def test_large_independent_batch_with_items_rejected_under_the_locks(
+    books: httpx.AsyncClient,
+) -> None:
+    # Large enough to store its transactions before taking the write turn (speculatively):
+    # items refused by the locked checks make it roll those back and plan again.
+    from azora_ledger.service import SPECULATE_FROM
+
+    await open_account(
+        books, "liabilities:wallet", "liability", flags={"debits_must_not_exceed_credits": True}
+    )
+    items: list[dict[str, Any]] = []
+    expected: list[int] = []
+    for i in range(SPECULATE_FROM + 50):
+        if i % 37 == 5:  # the wallet is empty: refused under the locks (balance flag)
+            items.append(transfer("liabilities:wallet", "revenue:tuition", 10))
+            expected.append(422)
+        elif i % 41 == 7:  # unknown account: refused under the locks too
+            items.append(transfer("assets:nowhere", "revenue:tuition", 10))
+            expected.append(422)
+        elif i == 60:  # the same reference twice in one batch: the second replays the first
+            items.append(transfer("assets:cash", "revenue:tuition", 3, reference="big-batch-ref"))
+            expected.append(201)
+        elif i == 61:
+            items.append(transfer("assets:cash", "revenue:tuition", 3, reference="big-batch-ref"))
+            expected.append(200)
+        else:
+            items.append(transfer("assets:cash", "revenue:tuition", 1))
+            expected.append(201)
+    assert len(items) >= SPECULATE_FROM
+    resp = await books.post(
+        "/v1/transactions:batch", json={"mode": "independent", "transactions": items}
+    )
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert [r["status"] for r in results] == expected
+    assert results[61]["transaction"]["id"] == results[60]["transaction"]["id"]
+    written = sum(1 for s in expected if s == 201)
+    moved = sum(items[i]["postings"][0]["amount"] for i, s in enumerate(expected) if s == 201)
+    assert (await balance(books, "assets:cash"))["posted"]["balance"] == moved
+    assert (await balance(books, "liabilities:wallet"))["posted"]["balance"] == 0
+    listed = (await books.get("/v1/transactions", params={"limit": 1000})).json()["items"]
+    assert len(listed) == written
+    # Every stored transaction has its postings (nothing left over from the speculation).
+    for r in results:
+        if r["status"] == 201:
+            stored = (await books.get(f"/v1/transactions/{r['transaction']['id']}")).json()
+            assert len(stored["postings"]) == 2
+
+
+async def test_large_atomic_batch_rejected_under_the_locks_writes_nothing(
+    books: httpx.AsyncClient,
+) -> None:
+    from azora_ledger.service import SPECULATE_FROM
+
+    await open_account(
+        books, "liabilities:wallet", "liability", flags={"debits_must_not_exceed_credits": True}
+    )
+    items = [transfer("assets:cash", "revenue:tuition", 1) for _ in range(SPECULATE_FROM + 20)]
+    items[SPECULATE_FROM // 2] = transfer("liabilities:wallet", "revenue:tuition", 10)
+    before = await snapshot(books)
+    resp = await books.post(
+        "/v1/transactions:batch", json={"mode": "atomic", "transactions": items}
+    )
+    assert resp.status_code == 422, resp.text
+    assert [r["index"] for r in resp.json()["results"]] == [SPECULATE_FROM // 2]
+    assert await snapshot(books) == before
+    # The same batch without the refused item is stored whole.
+    del items[SPECULATE_FROM // 2]
+    ok = await books.post("/v1/transactions:batch", json={"mode": "atomic", "transactions": items})
+    assert ok.status_code == 201, ok.text
+    assert (await balance(books, "assets:cash"))["posted"]["balance"] == len(items)

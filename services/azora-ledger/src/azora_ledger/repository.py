@@ -181,10 +181,10 @@ async def find_references(conn: asyncpg.Connection, refs: list[str]) -> dict[str
 
 
 # Rows travel as one array per column (see write_planned for the encodings). Per-row
-# expressions only index binary arrays of fixed-width elements ($1, $9, $10, $18), which costs
-# the same for any position; every other array is an argument of unnest, decoded once.
-_WRITE_PLANNED = """
-WITH new_transactions AS (
+# expressions only index binary arrays of fixed-width elements (ids, instants, positions,
+# pending flags), which costs the same for any position; every other array is an argument of
+# unnest, decoded once.
+_INSERT_TRANSACTIONS = """
     INSERT INTO transactions (id, kind, status, reference, category, tags, description,
         metadata, effective_at, recorded_at, expires_at, resolved_at, parent_id, posting_count,
         request_hash, request)
@@ -201,7 +201,12 @@ WITH new_transactions AS (
         AS u(id, kind, status, reference, category, tags, description, metadata, effective_at,
              recorded_at, expires_at, resolved_at, parent_id, posting_count, request_hash,
              request)
-),
+"""
+
+# Postings, daily volumes and account totals. A posting names its transaction by position in
+# $1 (ids), and takes that transaction's effective time ($10 positions into the instants $9)
+# and pending flag ($18) the same way.
+_WRITE_POSTINGS = """
 new_postings AS (
     INSERT INTO postings (transaction_id, seq, account_id, currency, direction, amount,
         pending, effective_at, account_version, balance_debits, balance_credits)
@@ -228,6 +233,15 @@ FROM unnest($32::text::int8[], $33::text::int8[], $34::text::int8[], $35::text::
     $36::text::int8[], $37::text::int8[]) AS u(id, pd, pc, qd, qc, v)
 WHERE a.id = u.id
 """
+
+_WRITE_PLANNED = "WITH new_transactions AS (" + _INSERT_TRANSACTIONS + "),\n" + _WRITE_POSTINGS
+# The same statement once the transactions are stored (by insert_transactions): the
+# transaction parameters it does not use are still declared, so the numbering is shared.
+_WRITE_POSTINGS_ONLY = (
+    "WITH unused AS (SELECT $2::text, $3::text, $4::text[], $5::text[], $6::text[], "
+    "$7::text[], $8::text[], $11::text, $12::int4[], $13::int4[], $14::uuid[], $15::text, "
+    "$16::text[], $17::text[]),\n" + _WRITE_POSTINGS
+)
 
 
 def _column(values: list[Any]) -> list[Any] | None:
@@ -265,10 +279,99 @@ class _Instants:
         return position
 
 
+def _transaction_params(txns: list[PlannedTransaction], counts: list[int]) -> list[Any]:
+    """Parameters $1-$18 of the statements above, for these transactions, in order."""
+    instants = _Instants()
+    t_id: list[uuid.UUID] = []
+    t_kind: list[str] = []
+    t_status: list[str] = []
+    t_ref: list[str | None] = []
+    t_cat: list[str | None] = []
+    t_tags: list[str | None] = []
+    t_desc: list[str | None] = []
+    t_meta: list[str | None] = []
+    t_eff: list[int | None] = []
+    t_rec: list[int | None] = []
+    t_exp: list[int | None] = []
+    t_res: list[int | None] = []
+    t_parent: list[uuid.UUID | None] = []
+    t_hash: list[str | None] = []
+    t_req: list[str | None] = []
+    t_pending: list[bool] = []
+    for t in txns:
+        t_id.append(t.id)
+        t_kind.append(t.kind)
+        t_status.append(t.status)
+        t_ref.append(t.reference)
+        t_cat.append(t.category)
+        t_tags.append(dumps(t.tags) if t.tags else None)
+        t_desc.append(t.description)
+        t_meta.append(dumps(t.metadata) if t.metadata else None)
+        t_eff.append(instants(t.effective_at))
+        t_rec.append(instants(t.recorded_at))
+        t_exp.append(instants(t.expires_at))
+        t_res.append(instants(t.resolved_at))
+        t_parent.append(t.parent_id)
+        t_hash.append(t.request_hash)
+        t_req.append(None if t.request is None else dumps(t.request))
+        t_pending.append(t.kind == "pending")
+    return [
+        t_id,
+        ",".join(t_kind),
+        ",".join(t_status),
+        _column(t_ref),
+        _column(t_cat),
+        _column(t_tags),
+        _column(t_desc),
+        _column(t_meta),
+        instants.values,
+        t_eff,
+        _nullable_ints(t_rec),
+        _column(t_exp),
+        _column(t_res),
+        _column(t_parent),
+        _ints(counts),
+        _column(t_hash),
+        _column(t_req),
+        t_pending,
+    ]
+
+
+def _posting_refs(txns: list[PlannedTransaction]) -> list[Any]:
+    """Parameters $1-$18 when the transactions are stored: only what postings take from them."""
+    instants = _Instants()
+    effective = [instants(t.effective_at) for t in txns]
+    params: list[Any] = [None] * 18
+    params[0] = [t.id for t in txns]
+    params[8] = instants.values
+    params[9] = effective
+    params[17] = [t.kind == "pending" for t in txns]
+    return params
+
+
+async def insert_transactions(
+    conn: asyncpg.Connection, txns: list[PlannedTransaction], counts: list[int]
+) -> None:
+    """Store transaction rows ahead of their postings (``counts``: postings each will have).
+
+    Used before the account locks are taken: the postings follow in the same database
+    transaction (write_planned with ``stored=True``), or it rolls back to before this insert.
+    """
+    params = _transaction_params(txns, counts)
+    await conn.execute(_INSERT_TRANSACTIONS, *params[:17])
+
+
 async def write_planned(
-    conn: asyncpg.Connection, txns: list[PlannedTransaction], workspace: Workspace
+    conn: asyncpg.Connection,
+    txns: list[PlannedTransaction],
+    workspace: Workspace,
+    *,
+    stored: bool = False,
 ) -> None:
     """Insert transactions and postings, add daily volumes, store the new account totals.
+
+    ``stored``: the transaction rows were inserted already (insert_transactions), in this
+    order; only their postings, volumes and the account totals are written.
 
     One statement, one round trip, whatever the batch size, with data-modifying CTEs. Each
     column travels as one array, in whichever encoding costs least here, measured per column
@@ -291,24 +394,7 @@ async def write_planned(
     if not txns:
         await write_accounts(conn, workspace)
         return
-    instants = _Instants()
-    t_id: list[uuid.UUID] = []
-    t_kind: list[str] = []
-    t_status: list[str] = []
-    t_ref: list[str | None] = []
-    t_cat: list[str | None] = []
-    t_tags: list[str | None] = []
-    t_desc: list[str | None] = []
-    t_meta: list[str | None] = []
-    t_eff: list[int | None] = []
-    t_rec: list[int | None] = []
-    t_exp: list[int | None] = []
-    t_res: list[int | None] = []
-    t_parent: list[uuid.UUID | None] = []
-    t_count: list[int] = []
-    t_hash: list[str | None] = []
-    t_req: list[str | None] = []
-    t_pending: list[bool] = []
+    counts = [len(t.postings) for t in txns]
     p_tx: list[int] = []
     p_seq: list[int] = []
     p_acc: list[int] = []
@@ -320,24 +406,7 @@ async def write_planned(
     p_credits: list[int | None] = []
     daily: dict[tuple[int, date], list[int]] = defaultdict(lambda: [0, 0])
     for position, t in enumerate(txns, 1):
-        t_id.append(t.id)
-        t_kind.append(t.kind)
-        t_status.append(t.status)
-        t_ref.append(t.reference)
-        t_cat.append(t.category)
-        t_tags.append(dumps(t.tags) if t.tags else None)
-        t_desc.append(t.description)
-        t_meta.append(dumps(t.metadata) if t.metadata else None)
-        t_eff.append(instants(t.effective_at))
-        t_rec.append(instants(t.recorded_at))
-        t_exp.append(instants(t.expires_at))
-        t_res.append(instants(t.resolved_at))
-        t_parent.append(t.parent_id)
-        t_count.append(len(t.postings))
-        t_hash.append(t.request_hash)
-        t_req.append(None if t.request is None else dumps(t.request))
-        pending = t.postings[0].pending if t.postings else False
-        t_pending.append(pending)
+        pending = t.kind == "pending"
         day = t.effective_at.date()
         for p in t.postings:
             account = p.account
@@ -351,7 +420,7 @@ async def write_planned(
             p_debits.append(p.balance_debits)
             p_credits.append(p.balance_credits)
             if p.pending != pending:
-                raise ValueError(f"transaction {t.id}: postings must be all pending or none")
+                raise ValueError(f"transaction {t.id}: a {t.kind} has pending={p.pending} postings")
             if not pending:
                 vol = daily[(account.id, day)]
                 vol[0 if p.direction == "debit" else 1] += p.amount
@@ -365,25 +434,8 @@ async def write_planned(
         v_debits.append(debits)
         v_credits.append(credits)
     await conn.execute(
-        _WRITE_PLANNED,
-        t_id,
-        ",".join(t_kind),
-        ",".join(t_status),
-        _column(t_ref),
-        _column(t_cat),
-        _column(t_tags),
-        _column(t_desc),
-        _column(t_meta),
-        instants.values,
-        t_eff,
-        _nullable_ints(t_rec),
-        _column(t_exp),
-        _column(t_res),
-        _column(t_parent),
-        _ints(t_count),
-        _column(t_hash),
-        _column(t_req),
-        t_pending,
+        _WRITE_POSTINGS_ONLY if stored else _WRITE_PLANNED,
+        *(_posting_refs(txns) if stored else _transaction_params(txns, counts)),
         _ints(p_tx),
         _ints(p_seq),
         _ints(p_acc),

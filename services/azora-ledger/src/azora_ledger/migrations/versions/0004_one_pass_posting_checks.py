@@ -3,7 +3,8 @@
 The statement trigger of ``postings`` (0003) ran four queries over every INSERT's transition
 table: account references, transaction references, balance per currency (summing amounts as
 ``numeric``), completeness. A valid 1,000-transaction batch paid for all four while its account
-locks were held. Now, after the account reference check (unchanged, first), one query finds
+locks were held. Now, after the account reference check (first, as before, but probing each
+distinct account once instead of once per posting), one query finds
 whether anything else is wrong: one aggregation per transaction and currency with integer sums
 (which PostgreSQL accumulates in 128 bits), one per transaction, joined to ``transactions``.
 Only when it finds something do the original queries run, in the original order, so the error
@@ -27,7 +28,7 @@ depends_on: str | Sequence[str] | None = None
 
 _ACCOUNTS_CHECK = """
     SELECT n.account_id, n.currency INTO bad
-    FROM new_postings n
+    FROM (SELECT DISTINCT account_id, currency FROM new_postings) n
     WHERE NOT EXISTS (
         SELECT 1 FROM accounts a WHERE a.id = n.account_id AND a.currency = n.currency
     )
