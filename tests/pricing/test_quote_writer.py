@@ -173,6 +173,23 @@ async def test_shutdown_writes_and_answers_everything_queued(db: Database) -> No
         await delete_quotes(db, [r.id for r in rows])
 
 
+async def test_a_request_cancelled_while_queued_is_not_written(db: Database) -> None:
+    revision = await stored_revision(db)
+    writer = QuoteWriter(db.engine, max_batch=256)
+    rows = [row(revision) for _ in range(3)]
+    try:
+        waiters = [asyncio.create_task(writer.store(r)) for r in rows]
+        await asyncio.sleep(0)  # all three queued; the writer runs after this test step
+        waiters[1].cancel()
+        done = await asyncio.gather(*waiters, return_exceptions=True)
+        assert done[0] is True and done[2] is True
+        assert isinstance(done[1], asyncio.CancelledError)
+        assert await stored_ids(db, [r.id for r in rows]) == {rows[0].id, rows[2].id}
+    finally:
+        await writer.close()
+        await delete_quotes(db, [r.id for r in rows])
+
+
 async def test_a_failed_statement_fails_every_waiter_of_the_batch(pricing_db: str) -> None:
     # A database that does not exist: connecting fails, as it would with the server down.
     missing = pricing_db.rsplit("/", 1)[0] + "/azora_test_pricing_missing"

@@ -51,10 +51,12 @@ def create_app(settings: PricingSettings | None = None) -> FastAPI:
         finally:
             # Requests have finished by now (the server drains them before the lifespan
             # ends); whatever is still queued is written and answered before the pool goes.
-            if writer is not None:
-                app.state.quote_writer = None
-                await writer.close()
-            await listener.stop()
+            try:
+                if writer is not None:
+                    app.state.quote_writer = None
+                    await writer.close()
+            finally:
+                await listener.stop()
 
     app = create_service_app(
         settings=settings,
