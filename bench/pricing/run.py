@@ -637,7 +637,9 @@ def write_results(engine: list[dict[str, Any]], http: list[dict[str, Any]]) -> P
                 f"{run['server_cpu_ms_per_request']} | "
                 f"{run.get('database_cpu_ms_per_request', '-')} | "
                 f"{run['client_cpu_ms_per_request']} | {run.get('mean_quote_write_batch', '-')} | "
-                f"{run['statuses']} |"
+                f"{run['statuses']}"
+                + (f", {run['socket_errors']} socket errors" if run.get("socket_errors") else "")
+                + " |"
             )
     md = RESULTS / f"pricing-{day}.md"
     md.write_text("\n".join(lines) + "\n")
