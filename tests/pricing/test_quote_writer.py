@@ -250,3 +250,5 @@ async def test_without_the_writer_quotes_take_one_insert_each(pricing_db: str) -
         assert response.json()["total"] == 500
         assert await stored_results(app, response.json()["id"]) == [response.json()]
         assert batches() == before
+        refused = await client.post("/v1/quotes", json=quote_body(sku, customer={"id": "a\x00b"}))
+        assert assert_problem(refused, 422)["type"].endswith("/invalid-input")

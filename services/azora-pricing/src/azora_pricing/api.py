@@ -16,7 +16,7 @@ from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
 from azora_pricing import repository
-from azora_pricing.quote_writer import QuoteWriter
+from azora_pricing.quote_writer import QuoteWriter, store_alone
 from azora_pricing.schemas import (
     NAME_PATTERN,
     NAMESPACE_PATTERN,
@@ -146,7 +146,7 @@ async def _quote_without_session(
         async with bind.connect() as conn:
             raw = await conn.get_raw_connection()
             return await service.create_quote_fast(
-                body, functools.partial(repository.insert_quote_if_current, raw.driver_connection)
+                body, functools.partial(store_alone, raw.driver_connection)
             )
     # Sessions bound to something else (tests join them to one outer transaction): through a
     # session, so the INSERT lands in that transaction.

@@ -27,11 +27,22 @@ log = logging.getLogger("azora.pricing.quote_writer")
 Pending = tuple[QuoteRow, "asyncio.Future[bool]"]
 
 
-def _refused_input(exc: BaseException) -> bool:
+def refused_input(exc: BaseException) -> bool:
     """The database (SQLSTATE class 22) or the driver refused a value, not the connection."""
     if isinstance(exc, asyncpg.PostgresError):
         return str(exc.sqlstate or "").startswith("22")
     return isinstance(exc, asyncpg.DataError)
+
+
+async def store_alone(conn: asyncpg.Connection, row: QuoteRow) -> bool:
+    """One quote on a connection outside any transaction, answered as the writer answers (a
+    value the database refuses is "not stored": the full path reports it)."""
+    try:
+        return await repository.insert_quote_if_current(conn, row)
+    except Exception as exc:
+        if refused_input(exc):
+            return False
+        raise
 
 
 class QuoteWriter:
@@ -92,13 +103,13 @@ class QuoteWriter:
         try:
             stored = await self._insert([row for row, _ in items])
         except Exception as exc:
-            if len(items) > 1 and _refused_input(exc):
+            if len(items) > 1 and refused_input(exc):
                 # One quote the database refuses (a NUL byte in a customer id) must not fail
                 # the others: each alone, so only that one is refused.
                 for item in items:
                     await self._flush([item])
                 return
-            if _refused_input(exc):
+            if refused_input(exc):
                 # Not stored; the full path stores it through a session and reports the
                 # refusal as the FastAPI route does (a 422 problem naming the reason).
                 stored = set()
@@ -123,7 +134,7 @@ class QuoteWriter:
             raw = await self._conn.get_raw_connection()
             return await repository.insert_quotes_if_current(raw.driver_connection, rows)
         except Exception as exc:
-            if not _refused_input(exc):
+            if not refused_input(exc):
                 # The connection may be what broke: the pool discards it, the next batch takes
                 # a fresh one.
                 conn, self._conn = self._conn, None
