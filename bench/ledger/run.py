@@ -1,7 +1,7 @@
 """azora-ledger benchmark: HTTP single transfers (uniform, hot account), the batch endpoint,
 and a pgledger-style SQL transfer function, on one PostgreSQL in one run; ends with `verify`.
 
-    uv run python bench/ledger/run.py [--seconds 8] [--concurrency 64]
+    uv run python bench/ledger/run.py [--seconds 8] [--concurrency 64] [--client python|c]
 
 Uses ``AZORA_BENCH_DATABASE_URL`` (a server where databases may be created) or starts its own
 PostgreSQL (azora_common.devenv.LocalPostgres, durable settings). pgledger itself is not
@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import loadgen  # bench/ledger/loadgen.py, next to this script
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -213,13 +214,28 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
                     lambda: batch([body(*pair(codes), 3) for _ in range(1000)]),
                 ),
             }
+            c_scenarios: dict[str, dict[str, Any]] = {
+                "http_single_uniform": {"concurrency": args.concurrency},
+                "http_single_hot": {"concurrency": args.concurrency, "hot": HOT},
+                "http_batch_uniform": {"concurrency": 4, "batch_size": 1000},
+            }
             for name, (concurrency, one) in scenarios.items():
                 if args.only and name not in args.only:
                     continue
                 cpu_before = process_cpu_seconds(proc.pid)
                 db_before = database_cpu_seconds()
                 with profiled(proc.pid, args.profile_dir, name):
-                    results[name] = await drive(args.seconds, concurrency, one)
+                    if args.client == "c":
+                        results[name] = await asyncio.to_thread(
+                            loadgen.wrk,
+                            api,
+                            token=TOKEN,
+                            seconds=args.seconds,
+                            accounts=ACCOUNTS,
+                            **c_scenarios[name],
+                        )
+                    else:
+                        results[name] = await drive(args.seconds, concurrency, one)
                 # CPU time of the service per transfer: unlike throughput, barely moved by
                 # whatever else the shared cores are doing.
                 cpu = process_cpu_seconds(proc.pid) - cpu_before
@@ -351,16 +367,49 @@ async def bench_reference(base: str, args: argparse.Namespace) -> dict[str, Any]
             await c.fetchval("SELECT ref.create_transfer($1, $2, 7)", a, b)
         return 1
 
+    if args.client == "c":
+        await pool.close()
+        from azora_common.devenv.postgres import find_pg_bindir
+
+        exe = find_pg_bindir() / "pgbench"
+        common = {
+            "first_id": min(ids),
+            "last_id": max(ids),
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+        }
+        assert max(ids) - min(ids) + 1 == len(ids), "reference account ids are not contiguous"
+        return {
+            "sql_uniform": await with_database_cpu(
+                asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=None, **common)
+            ),
+            "sql_hot": await with_database_cpu(
+                asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=hot, **common)
+            ),
+        }
+
     results = {
-        "sql_uniform": await drive(
-            args.seconds, args.concurrency, lambda: transfer(*random.sample(ids, 2))
+        "sql_uniform": await with_database_cpu(
+            drive(args.seconds, args.concurrency, lambda: transfer(*random.sample(ids, 2)))
         ),
-        "sql_hot": await drive(
-            args.seconds, args.concurrency, lambda: transfer(hot, random.choice(ids))
+        "sql_hot": await with_database_cpu(
+            drive(args.seconds, args.concurrency, lambda: transfer(hot, random.choice(ids)))
         ),
     }
     await pool.close()
     return results
+
+
+async def with_database_cpu(run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """``run``'s result plus the database's CPU time per transfer while it ran."""
+    before = database_cpu_seconds()
+    result = await run
+    after = database_cpu_seconds()
+    if before is not None and after is not None:
+        result["database_cpu_us_per_transfer"] = round(
+            (after - before) / max(result["transfers"], 1) * 1e6, 1
+        )
+    return result
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -379,28 +428,33 @@ def markdown(report: dict[str, Any]) -> str:
         f"# azora-ledger benchmark, {report['date']}",
         "",
         f"Machine: {report['machine']}. PostgreSQL: {report['postgres']}. "
-        f"Service: {report.get('service_workers', 1)} uvicorn worker(s). "
+        f"Service: {report.get('service_workers', 1)} uvicorn worker(s). Load generators: "
+        f"{'wrk and pgbench' if report.get('client') == 'c' else 'aiohttp and asyncpg'}. "
         f"Reference: **{report['reference_label']}**.",
         "",
         "| scenario | transfers/s | p50 ms | p99 ms | service CPU µs/transfer "
-        "| reference transfers/s | ratio | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| database CPU µs/transfer | reference transfers/s | ratio | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, ours, ref, target in rows:
         ratio = ours["transfers_per_second"] / max(ref["transfers_per_second"], 1e-9)
         out.append(
             f"| {name} | {ours['transfers_per_second']:,} | {ours['p50_ms']} | {ours['p99_ms']} "
             f"| {ours.get('service_cpu_us_per_transfer', '-')} "
+            f"| {ours.get('database_cpu_us_per_transfer', '-')} "
             f"| {ref['transfers_per_second']:,} | {ratio:.2f}x | >= {target}x |"
         )
     out += [
         "",
-        "| reference scenario | transfers/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| reference scenario | transfers/s | p50 ms | p99 ms | database CPU µs/transfer |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, key in [("SQL function, uniform", "sql_uniform"), ("SQL function, hot", "sql_hot")]:
         x = r[key]
-        out.append(f"| {name} | {x['transfers_per_second']:,} | {x['p50_ms']} | {x['p99_ms']} |")
+        out.append(
+            f"| {name} | {x['transfers_per_second']:,} | {x['p50_ms']} | {x['p99_ms']} "
+            f"| {x.get('database_cpu_us_per_transfer', '-')} |"
+        )
     out += [
         "",
         f"Mean coalesced batch size: {s.get('coalesced_batch_size')}. "
@@ -417,6 +471,13 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--client",
+        choices=["python", "c"],
+        default="python",
+        help="load generators: the aiohttp/asyncpg drivers (default; the setup in which the "
+        "reference gives the ~3,000/s uniform the issue calibrates on), or wrk + pgbench",
+    )
     parser.add_argument(
         "--only", nargs="*", help="run only these service scenarios (and skip the reference)"
     )
@@ -446,12 +507,17 @@ async def main() -> int:
         "reference_label": "pgledger-style SQL reference (our re-implementation)",
         "command": "uv run python bench/ledger/run.py " + " ".join(sys.argv[1:]),
         "service_workers": args.workers,
+        "client": args.client,
         "service": service,
         "reference": reference,
     }
     # One uvicorn worker is the default deployment (replicas scale out); other counts are
     # kept beside it instead of replacing it.
-    name = f"ledger-{date}" + (f"-workers{args.workers}" if args.workers != 1 else "")
+    name = (
+        f"ledger-{date}"
+        + (f"-workers{args.workers}" if args.workers != 1 else "")
+        + ("-c-clients" if args.client == "c" else "")
+    )
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     (RESULTS / f"{name}.md").write_text(text)
