@@ -91,25 +91,22 @@ class AccountState:
 
     def violation(self) -> str | None:
         """The first balance rule the current totals break, mirroring the CHECK constraints."""
-        for total in (
-            self.posted_debits,
-            self.posted_credits,
-            self.pending_debits,
-            self.pending_credits,
-            self.posted_debits + self.pending_debits,
-            self.posted_credits + self.pending_credits,
-        ):
-            if total > MAX_AMOUNT:
-                return "overflow"
+        # Written out rather than looped over a tuple: this runs for every account of every
+        # transfer while the account locks are held.
+        debits = self.posted_debits + self.pending_debits
+        credits = self.posted_credits + self.pending_credits
         if (
-            self.debits_must_not_exceed_credits
-            and self.posted_debits + self.pending_debits > self.posted_credits
+            debits > MAX_AMOUNT
+            or credits > MAX_AMOUNT
+            or self.posted_debits > MAX_AMOUNT
+            or self.posted_credits > MAX_AMOUNT
+            or self.pending_debits > MAX_AMOUNT
+            or self.pending_credits > MAX_AMOUNT
         ):
+            return "overflow"
+        if self.debits_must_not_exceed_credits and debits > self.posted_credits:
             return "debits_must_not_exceed_credits"
-        if (
-            self.credits_must_not_exceed_debits
-            and self.posted_credits + self.pending_credits > self.posted_debits
-        ):
+        if self.credits_must_not_exceed_debits and credits > self.posted_debits:
             return "credits_must_not_exceed_debits"
         if self.overdraft_limit is not None and self.available() < -self.overdraft_limit:
             return "overdraft_limit"
@@ -174,7 +171,7 @@ class PlannedTransaction:
         }
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Effect:
     """How one posting moves its account's totals.
 

@@ -744,7 +744,8 @@ async def create_transactions(
             else:
                 failed.append(k)
         await repo.finish_keys(conn, TRANSACTIONS_SCOPE, done, failed)
-    _record(planned, source, final)
+    # Metrics after the caller's commit wait begins, not in the write turn's critical path.
+    asyncio.get_running_loop().call_soon(_record, planned, source, final)
     return final
 
 
