@@ -296,9 +296,10 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live descendants (Linux ``/proc``)."""
+    """User + system CPU time of a process and its descendants, live (``/proc/<pid>/task``)
+    or exited and reaped (cutime/cstime: pgbench's connections end before the measurement)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             for child in (task / "children").read_text().split():
