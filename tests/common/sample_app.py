@@ -78,6 +78,18 @@ async def create_widget(
     )
 
 
+@router.post("/v1/raw-widgets", status_code=201)
+async def create_widget_raw(body: WidgetIn, session: SessionDep, _: WriteDep) -> Any:
+    # Through the asyncpg driver itself, as the services' hot paths do: its errors reach the
+    # handlers unwrapped (no SQLAlchemy DBAPIError around them).
+    conn = await session.connection()
+    raw = (await conn.get_raw_connection()).driver_connection
+    new_id = await raw.fetchval(
+        "INSERT INTO widgets (name, size) VALUES ($1, $2) RETURNING id", body.name, body.size
+    )
+    return {"id": new_id, "name": body.name, "size": body.size}
+
+
 @router.get("/v1/widgets/{widget_id}")
 async def get_widget(
     widget_id: Annotated[int, PathParam(ge=1)], session: SessionDep, _: ReadDep

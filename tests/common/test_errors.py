@@ -66,6 +66,18 @@ async def test_database_input_error_is_a_4xx_not_a_500(client: httpx.AsyncClient
     assert_problem(resp, 422, "invalid-input")
 
 
+async def test_driver_level_database_input_error_is_a_4xx_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    # The hot paths talk to asyncpg directly: its own exceptions (not SQLAlchemy's wrappers)
+    # must get the same answer.
+    resp = await client.post("/v1/raw-widgets", json={"name": "nul\u0000byte", "size": 1})
+    body = assert_problem(resp, 422, "invalid-input")
+    assert "0x00" in str(body["detail"])
+    ok = await client.post("/v1/raw-widgets", json={"name": "fine", "size": 1})
+    assert ok.status_code == 201, ok.text
+
+
 async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
     resp = await client.post(
         "/v1/widgets",

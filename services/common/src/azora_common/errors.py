@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -234,6 +235,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DBAPIError, _on_database_error)
+    # Hot paths use the asyncpg driver directly: its errors arrive without SQLAlchemy's wrapper.
+    app.add_exception_handler(asyncpg.PostgresError, _on_database_error)
     app.add_exception_handler(Exception, _on_unhandled)
 
 
