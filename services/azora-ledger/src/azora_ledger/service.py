@@ -606,9 +606,9 @@ async def create_transactions(
         {p.account for i in active for p in requests[i].body.postings}
         | {c.account for i in active for c in requests[i].body.conditions}
     )
-    # Everything that needs no account state is done before the locks are taken. A request
-    # that turns out to replay a stored reference is not prepared-and-checked: its error, if
-    # any, is kept and only raised where the plan would have run.
+    # Everything that needs no account state is done before the locks are taken. An error
+    # found here is kept and raised only where the plan would have run, so a request that
+    # turns out to replay a stored reference still replays, as before.
     prepared: dict[int, PreparedTransfer | ProblemError] = {}
     for n_prepared, (i, tx_id) in enumerate(zip(active, new_ids(len(active)), strict=True)):
         if n_prepared % 200 == 199:
