@@ -23,5 +23,7 @@ def settings(sample_db: str) -> SampleSettings:
 
 @pytest.fixture
 async def client(settings: SampleSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with rollback_client(create_app(settings), bearer(API_TOKEN)) as c:
+    app = create_app(settings)
+    async with rollback_client(app, bearer(API_TOKEN)) as c:
+        c.app = app  # type: ignore[attr-defined]
         yield c

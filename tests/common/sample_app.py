@@ -10,12 +10,21 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from azora_common.app import create_service_app
 from azora_common.auth import AdminDep, Principal, require_scope
 from azora_common.db import SessionDep, make_metadata
 from azora_common.errors import Conflict, NotFound
+from azora_common.fastpath import (
+    FastRoute,
+    authorize,
+    install_fast_routes,
+    read_body,
+    validate_request,
+)
 from azora_common.idempotency import IdempotencyKeyDep, run_idempotent
 from azora_common.listener import RevisionListener, notify
 from azora_common.logs import current_request_id
@@ -111,6 +120,21 @@ async def put_config(name: str, value: str, session: SessionDep, _: AdminDep) ->
     return {"name": name, "value": value}
 
 
+WIDGET_IN: TypeAdapter[WidgetIn] = TypeAdapter(WidgetIn)
+
+
+async def echo_widget_fast(request: Request) -> Response:
+    """A plain route (fastpath.py): answered without the framework's middleware stack."""
+    raw = await read_body(request)
+    authorize(request, "sample:write")
+    body, _ = validate_request(request, raw, WIDGET_IN)
+    if body.name == "taken":
+        raise Conflict("name is taken")
+    if body.name == "boom":
+        raise RuntimeError("an unexpected failure")
+    return JSONResponse({"name": body.name, "size": body.size}, status_code=201)
+
+
 def create_app(settings: SampleSettings) -> FastAPI:
     snapshot: dict[str, dict[str, str]] = {"config": {}}
 
@@ -130,7 +154,7 @@ def create_app(settings: SampleSettings) -> FastAPI:
         finally:
             await listener.stop()
 
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="Sample",
         version="0.0.1",
@@ -139,3 +163,5 @@ def create_app(settings: SampleSettings) -> FastAPI:
         routers=[router],
         lifespan=lifespan,
     )
+    install_fast_routes(app, [FastRoute("/v1/fast-widgets", echo_widget_fast, methods=["POST"])])
+    return app

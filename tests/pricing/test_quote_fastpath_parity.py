@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 
-from azora_common.fastpath import FastRoute
+from azora_common.fastpath import FastRoute, ServiceApp
 from tests.conftest import API_TOKEN
 from tests.pricing.conftest import make_app
 from tests.support.apps import bearer, rollback_client
@@ -55,6 +55,8 @@ CASES: list[tuple[str, bytes, dict[str, str]]] = [
 
 def without_fast_route(app: FastAPI) -> FastAPI:
     app.router.routes[:] = [r for r in app.router.routes if not isinstance(r, FastRoute)]
+    assert isinstance(app, ServiceApp)
+    app.fast_routes.clear()  # nor the direct dispatch in front of the middleware stack
     return app
 
 

@@ -17,6 +17,7 @@ from azora_common.errors import (
     install_problem_handlers,
     problem_openapi,
 )
+from azora_common.fastpath import ServiceApp
 from azora_common.logs import configure_logging
 from azora_common.metrics import SERVICE_INFO, metrics_endpoint
 from azora_common.middleware import PlatformMiddleware
@@ -59,7 +60,7 @@ def create_service_app(
         finally:
             await app.state.db.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title=title,
         version=version,
         description=description,

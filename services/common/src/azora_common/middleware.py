@@ -33,8 +33,8 @@ from azora_common.metrics import (
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """Raised by the body-limited ``receive``; the middleware answers it with a 413."""
 
 
 async def _no_receive() -> Message:
@@ -83,7 +83,7 @@ class PlatformMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise BodyTooLarge
             return message
 
         measured = scope["path"] not in SKIPPED_PATHS
@@ -96,7 +96,7 @@ class PlatformMiddleware:
             else:
                 try:
                     await self.app(scope, limited_receive, send_wrapper)
-                except _TooLarge:
+                except BodyTooLarge:
                     await self._reject(scope, send_wrapper)
         finally:
             request_id_var.reset(token)
