@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -361,17 +362,51 @@ async def insert_transactions(
     await conn.execute(_INSERT_TRANSACTIONS, *params[:17])
 
 
+@dataclass(frozen=True, slots=True)
+class PostingFacts:
+    """The posting columns known before the accounts are locked, encoded (write_planned):
+    transaction position, sequence, currency, direction, amount of every posting in order."""
+
+    tx: str
+    seq: str
+    currency: str
+    direction: str
+    amount: str
+
+
+def posting_facts(postings: list[list[tuple[str, str, int]]]) -> PostingFacts:
+    """``postings``: per transaction, in order, its postings' (currency, direction, amount)."""
+    tx: list[int] = []
+    seq: list[int] = []
+    currency: list[str] = []
+    direction: list[str] = []
+    amount: list[int] = []
+    for position, items in enumerate(postings, 1):
+        for i, (cur, side, value) in enumerate(items):
+            tx.append(position)
+            seq.append(i)
+            currency.append(cur)
+            direction.append(side)
+            amount.append(value)
+    return PostingFacts(
+        _ints(tx), _ints(seq), ",".join(currency), ",".join(direction), _ints(amount)
+    )
+
+
 async def write_planned(
     conn: asyncpg.Connection,
     txns: list[PlannedTransaction],
     workspace: Workspace,
     *,
     stored: bool = False,
+    facts: PostingFacts | None = None,
 ) -> None:
     """Insert transactions and postings, add daily volumes, store the new account totals.
 
     ``stored``: the transaction rows were inserted already (insert_transactions), in this
-    order; only their postings, volumes and the account totals are written.
+    order; only their postings, volumes and the account totals are written. ``facts``: the
+    postings' columns that did not need the locks, encoded beforehand for exactly these
+    transactions and postings, in this order (only the locked state is encoded here).
 
     One statement, one round trip, whatever the batch size, with data-modifying CTEs. Each
     column travels as one array, in whichever encoding costs least here, measured per column
@@ -410,12 +445,13 @@ async def write_planned(
         day = t.effective_at.date()
         for p in t.postings:
             account = p.account
-            p_tx.append(position)
-            p_seq.append(p.seq)
+            if facts is None:
+                p_tx.append(position)
+                p_seq.append(p.seq)
+                p_cur.append(account.currency)
+                p_dir.append(p.direction)
+                p_amount.append(p.amount)
             p_acc.append(account.id)
-            p_cur.append(account.currency)
-            p_dir.append(p.direction)
-            p_amount.append(p.amount)
             p_version.append(p.account_version)
             p_debits.append(p.balance_debits)
             p_credits.append(p.balance_credits)
@@ -436,12 +472,12 @@ async def write_planned(
     await conn.execute(
         _WRITE_POSTINGS_ONLY if stored else _WRITE_PLANNED,
         *(_posting_refs(txns) if stored else _transaction_params(txns, counts)),
-        _ints(p_tx),
-        _ints(p_seq),
+        facts.tx if facts else _ints(p_tx),
+        facts.seq if facts else _ints(p_seq),
         _ints(p_acc),
-        ",".join(p_cur),
-        ",".join(p_dir),
-        _ints(p_amount),
+        facts.currency if facts else ",".join(p_cur),
+        facts.direction if facts else ",".join(p_dir),
+        facts.amount if facts else _ints(p_amount),
         _ints(p_version),
         _nullable_ints(p_debits),
         _nullable_ints(p_credits),

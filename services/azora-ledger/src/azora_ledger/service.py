@@ -623,6 +623,7 @@ async def create_transactions(
     # which also drops the account locks taken after it, and locks and plans again.
     speculative: list[PlannedTransaction] = []
     speculative_counts: list[int] = []
+    speculative_requests: list[int] = []
     if turn is not None and len(active) >= SPECULATE_FROM:
         seen: set[str] = set()
         for i in active:
@@ -636,9 +637,19 @@ async def create_transactions(
                 seen.add(ref)
             speculative.append(ready.tx)
             speculative_counts.append(len(requests[i].body.postings))
+            speculative_requests.append(i)
+    facts: repo.PostingFacts | None = None
     if len(speculative) >= SPECULATE_FROM:
         await conn.execute("SAVEPOINT ledger_speculative")
         await repo.insert_transactions(conn, speculative, speculative_counts)
+        # What the postings' columns hold that needs no lock, encoded now (valid when every
+        # speculative transaction is planned: a posting's currency is then its account's).
+        facts = repo.posting_facts(
+            [
+                [(p.currency, p.direction, p.amount) for p in requests[i].body.postings]
+                for i in speculative_requests
+            ]
+        )
     else:
         speculative = []
 
@@ -731,7 +742,9 @@ async def create_transactions(
         )
 
     # 4. Write everything, then the idempotent responses.
-    await repo.write_planned(conn, planned, ws, stored=rows_stored)
+    await repo.write_planned(
+        conn, planned, ws, stored=rows_stored, facts=facts if rows_stored else None
+    )
     if owners:
         done = []
         failed = []
