@@ -61,6 +61,18 @@ def postgres() -> Iterator[str]:
             pg.stop()
 
 
+async def settle(url: str) -> None:
+    """Before each measured scenario, as pgbench does before its runs: vacuum and analyze the
+    database and checkpoint, so no scenario pays for the previous one's dead rows or for a
+    checkpoint (and its full-page writes) that happens to start inside it."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def recreate(base: str, name: str) -> str:
     conn = await asyncpg.connect(base)
     try:
@@ -241,6 +253,7 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
             for name, (concurrency, one) in scenarios.items():
                 if args.only and name not in args.only:
                     continue
+                await settle(url)
                 cpu_before = process_cpu_seconds(proc.pid)
                 db_before = database_cpu_seconds()
                 with profiled(proc.pid, args.profile_dir, name):
@@ -401,27 +414,28 @@ async def bench_reference(base: str, args: argparse.Namespace) -> dict[str, Any]
         assert max(ids) - min(ids) + 1 == len(ids), "reference account ids are not contiguous"
         return {
             "sql_uniform": await with_database_cpu(
-                asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=None, **common)
+                url, asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=None, **common)
             ),
             "sql_hot": await with_database_cpu(
-                asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=hot, **common)
+                url, asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=hot, **common)
             ),
         }
 
     results = {
         "sql_uniform": await with_database_cpu(
-            drive(args.seconds, args.concurrency, lambda: transfer(*random.sample(ids, 2)))
+            url, drive(args.seconds, args.concurrency, lambda: transfer(*random.sample(ids, 2)))
         ),
         "sql_hot": await with_database_cpu(
-            drive(args.seconds, args.concurrency, lambda: transfer(hot, random.choice(ids)))
+            url, drive(args.seconds, args.concurrency, lambda: transfer(hot, random.choice(ids)))
         ),
     }
     await pool.close()
     return results
 
 
-async def with_database_cpu(run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def with_database_cpu(url: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """``run``'s result plus the database's CPU time per transfer while it ran."""
+    await settle(url)
     before = database_cpu_seconds()
     result = await run
     after = database_cpu_seconds()
