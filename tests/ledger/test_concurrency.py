@@ -120,6 +120,55 @@ async def test_pending_expires_by_itself(
     assert late.status_code == 409
 
 
+async def test_concurrent_large_batches_with_singles_keep_every_total(
+    live: httpx.AsyncClient, unique: Callable[[str], str]
+) -> None:
+    # Large batches (speculative rows, their own pooled transaction) and coalesced singles on
+    # the same accounts at once: the write gate orders them, nothing is lost; one atomic batch
+    # refused under the locks (a flagged account) leaves nothing behind.
+    codes = [unique(f"acc{i}") for i in range(20)]
+    for code in codes:
+        await open_account(live, code)
+    wallet = unique("wallet")
+    await open_account(live, wallet, "liability", flags={"debits_must_not_exceed_credits": True})
+
+    def items(k: int) -> list[dict[str, object]]:
+        return [
+            transfer(codes[(k + i) % 20], codes[(k + i * 7 + 1) % 20], 1 + i % 5)
+            for i in range(150)
+            if (k + i) % 20 != (k + i * 7 + 1) % 20
+        ]
+
+    batches = [items(k) for k in range(4)]
+    refused = [*items(9), transfer(wallet, codes[0], 5)]
+
+    async def batch(body: list[dict[str, object]], mode: str = "atomic") -> int:
+        resp = await live.post("/v1/transactions:batch", json={"mode": mode, "transactions": body})
+        return resp.status_code
+
+    async def single(i: int) -> int:
+        resp = await live.post("/v1/transactions", json=transfer(codes[i], codes[i + 1], 2))
+        return resp.status_code
+
+    statuses = await asyncio.gather(
+        *(batch(b) for b in batches), batch(refused), *(single(i) for i in range(19))
+    )
+    assert statuses == [201, 201, 201, 201, 422] + [201] * 19
+    expected = dict.fromkeys(codes, 0)
+    for body in batches:
+        for item in body:
+            postings = item["postings"]
+            assert isinstance(postings, list)
+            expected[postings[0]["account"]] += postings[0]["amount"]
+            expected[postings[1]["account"]] -= postings[1]["amount"]
+    for i in range(19):
+        expected[codes[i]] += 2
+        expected[codes[i + 1]] -= 2
+    for code in codes:
+        assert (await balance(live, code))["posted"]["balance"] == expected[code], code
+    assert (await balance(live, wallet))["posted"]["balance"] == 0
+
+
 async def test_verify_passes_after_the_concurrent_runs(live: httpx.AsyncClient) -> None:
     from tests.conftest import ADMIN_TOKEN
 

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
@@ -274,10 +274,25 @@ async def _create_batch(request: Request, body: BatchIn, key: str | None) -> Res
 
     # The request is the unit of work, committed before the response (and before the write
     # turn is given back: the transaction block ends first).
+    bind = db.sessionmaker.kw.get("bind")
+    if key is None and isinstance(bind, AsyncEngine):
+        # A pooled connection, no ORM session: the transaction is asyncpg's own (BEGIN ...
+        # COMMIT, no savepoint to release inside the write turn).
+        async with bind.connect() as pooled:
+            conn = (await pooled.get_raw_connection()).driver_connection
+            async with gate.turn() as turn:
+                outcomes = await with_retries(
+                    conn,
+                    lambda: service.create_transactions(
+                        conn, requests, atomic=atomic, source="batch", turn=turn
+                    ),
+                )
+        # Committed and out of the gate: the next writer need not wait for this response.
+        return json_response(status, batch_document(body.mode, outcomes))
     if key is None:
+        # Sessions bound to something else (tests join them to one outer transaction).
         async with gate.turn() as turn, unit_of_work(db) as session:
             outcomes = await apply(session, turn)
-        # Committed and out of the gate: the next writer need not wait for this response.
         return json_response(status, batch_document(body.mode, outcomes))
 
     async def handler() -> tuple[int, Any]:
