@@ -169,6 +169,35 @@ async def test_concurrent_large_batches_with_singles_keep_every_total(
     assert (await balance(live, wallet))["posted"]["balance"] == 0
 
 
+async def test_a_large_batch_and_singles_racing_for_the_same_references(
+    live: httpx.AsyncClient, unique: Callable[[str], str]
+) -> None:
+    # Every reference ends up on one transaction, and nobody waits forever for anybody.
+    a, b = unique("a"), unique("b")
+    await open_account(live, a)
+    await open_account(live, b)
+    refs = [unique(f"ref{i}") for i in range(120)]
+    items = [transfer(a, b, 1, reference=r) for r in refs]
+
+    async def batch() -> list[int]:
+        resp = await live.post(
+            "/v1/transactions:batch", json={"mode": "independent", "transactions": items}
+        )
+        assert resp.status_code == 200, resp.text
+        return [r["status"] for r in resp.json()["results"]]
+
+    async def single(r: str) -> int:
+        resp = await live.post("/v1/transactions", json=transfer(a, b, 1, reference=r))
+        return resp.status_code
+
+    results = await asyncio.wait_for(
+        asyncio.gather(batch(), *(single(r) for r in refs[::7])), timeout=60
+    )
+    batch_statuses, singles = results[0], results[1:]
+    assert set(batch_statuses) <= {200, 201} and set(singles) <= {200, 201}
+    assert (await balance(live, a))["posted"]["balance"] == len(refs)
+
+
 async def test_verify_passes_after_the_concurrent_runs(live: httpx.AsyncClient) -> None:
     from tests.conftest import ADMIN_TOKEN
 

@@ -621,20 +621,16 @@ async def create_transactions(
     # (their indexes and foreign-key checks then cost the turn nothing), inside a savepoint.
     # If the locked checks reject any of them, the transaction goes back to the savepoint,
     # which also drops the account locks taken after it, and locks and plans again.
+    # Never with references: an uncommitted row holding a reference would make a writer in
+    # its turn that inserts the same reference wait for a writer that waits for the turn.
     speculative: list[PlannedTransaction] = []
     speculative_counts: list[int] = []
     speculative_requests: list[int] = []
-    if turn is not None and len(active) >= SPECULATE_FROM:
-        seen: set[str] = set()
+    if turn is not None and len(active) >= SPECULATE_FROM and not refs:
         for i in active:
             ready = prepared[i]
             if isinstance(ready, ProblemError) or ready.late_error is not None:
                 continue
-            ref = requests[i].body.reference
-            if ref is not None:
-                if ref in existing or ref in seen:
-                    continue  # a replay: nothing to store
-                seen.add(ref)
             speculative.append(ready.tx)
             speculative_counts.append(len(requests[i].body.postings))
             speculative_requests.append(i)
