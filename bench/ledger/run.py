@@ -140,9 +140,12 @@ def body(debit: str, credit: str, amount: int) -> dict[str, Any]:
     }
 
 
-def start_service(url: str, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_service(
+    url: str, port: int, workers: int, log: Path, write_gate: str = "process"
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        "LEDGER_WRITE_GATE": write_gate,
         "LEDGER_DATABASE_URL": url,
         "LEDGER_API_TOKENS": json.dumps({TOKEN: ["*"]}),
         "LEDGER_ADMIN_TOKEN": ADMIN,
@@ -183,7 +186,7 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
     url = await recreate(base, "ledger_bench")
     port = 18000 + random.randint(0, 999)
     log = Path(tempfile.gettempdir()) / "ledger-bench-service.log"
-    proc = start_service(url, port, args.workers, log)
+    proc = start_service(url, port, args.workers, log, args.write_gate)
     api = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     results: dict[str, Any] = {}
@@ -462,7 +465,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# azora-ledger benchmark, {report['date']}",
         "",
         f"Machine: {report['machine']}. PostgreSQL: {report['postgres']}. "
-        f"Service: {report.get('service_workers', 1)} uvicorn worker(s). Load generators: "
+        f"Service: {report.get('service_workers', 1)} uvicorn worker(s), write gate "
+        f"{report.get('write_gate', 'process')}. Load generators: "
         f"{'wrk and pgbench' if report.get('client') == 'c' else 'aiohttp and asyncpg'}. "
         f"Reference: **{report['reference_label']}**.",
         "",
@@ -506,6 +510,12 @@ async def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
+        "--write-gate",
+        choices=["process", "database"],
+        default="process",
+        help="LEDGER_WRITE_GATE of the service (database: one writer across its workers)",
+    )
+    parser.add_argument(
         "--client",
         choices=["python", "c"],
         default="python",
@@ -541,6 +551,7 @@ async def main() -> int:
         "reference_label": "pgledger-style SQL reference (our re-implementation)",
         "command": "uv run python bench/ledger/run.py " + " ".join(sys.argv[1:]),
         "service_workers": args.workers,
+        "write_gate": args.write_gate,
         "client": args.client,
         "service": service,
         "reference": reference,
@@ -551,6 +562,7 @@ async def main() -> int:
         f"ledger-{date}"
         + (f"-workers{args.workers}" if args.workers != 1 else "")
         + ("-c-clients" if args.client == "c" else "")
+        + ("-database-gate" if args.write_gate == "database" else "")
     )
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)

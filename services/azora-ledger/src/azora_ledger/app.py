@@ -83,7 +83,7 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         )
         app.state.ledger_pool = pool
         # Every writer of new transactions passes this gate (settings.write_concurrency).
-        gate = WriteGate(settings.write_concurrency)
+        gate = WriteGate(settings.write_concurrency, database=settings.write_gate == "database")
         app.state.write_gate = gate
         app.state.coalescer = (
             Coalescer(

@@ -13,6 +13,13 @@ other replicas still coordinate through the row locks, in one global order.
 No deadlock with the database's own locks: a turn holder only waits on account rows (locked by
 turn holders, or by paths that never wait for the gate: post, void, reverse, close) and on
 transactions and idempotency rows of its own.
+
+``database=True`` (``LEDGER_WRITE_GATE=database``) extends the gate to every process and
+replica using the database: a turn also takes a transaction-scoped advisory lock (released by
+the commit or rollback, taken again by a retried attempt), so writers of all replicas queue in
+PostgreSQL's lock manager instead of on the accounts' rows. That caps the whole ledger's write
+rate at one writer's, in exchange for no row-lock contention between replicas; worth it when
+replicas write the same accounts (and for several uvicorn workers in one pod).
 """
 
 from __future__ import annotations
@@ -22,24 +29,36 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
+
 from azora_ledger.metrics import TURN_HELD, TURN_WAIT
+
+# The two-key form of advisory locks has a key space of its own (account creation uses the
+# one-key form): ("LDGR", 1) is the ledger's writers.
+_LOCK_WRITERS = "SELECT pg_advisory_xact_lock(1279543122, 1)"
 
 
 class WriteTurn:
     """One writer's turn: taken at most once, given back when the writer's block ends."""
 
-    __slots__ = ("_held", "_semaphore", "_since")
+    __slots__ = ("_database", "_held", "_semaphore", "_since")
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+    def __init__(self, semaphore: asyncio.Semaphore, database: bool) -> None:
         self._semaphore = semaphore
+        self._database = database
         self._held = False
         self._since = 0.0
 
-    async def take(self) -> None:
+    async def take(self, conn: asyncpg.Connection) -> None:
+        """Before locking accounts, in the writer's transaction on ``conn``."""
+        started = time.perf_counter()
         if not self._held:
-            started = time.perf_counter()
             await self._semaphore.acquire()
             self._held = True
+        if self._database:
+            # Every attempt: a rollback (a retry, a speculation undone) released it.
+            await conn.execute(_LOCK_WRITERS)
+        if not self._since:
             self._since = time.perf_counter()
             TURN_WAIT.observe(self._since - started)
 
@@ -51,13 +70,14 @@ class WriteTurn:
 
 
 class WriteGate:
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, *, database: bool = False) -> None:
         self._semaphore = asyncio.Semaphore(width)
+        self._database = database
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[WriteTurn]:
         """``async with gate.turn() as turn, <transaction>:`` -- the transaction ends first."""
-        turn = WriteTurn(self._semaphore)
+        turn = WriteTurn(self._semaphore, self._database)
         try:
             yield turn
         finally:

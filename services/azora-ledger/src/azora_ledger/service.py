@@ -652,7 +652,7 @@ async def create_transactions(
     async def lock_and_plan() -> tuple[Workspace, list[PlannedTransaction], dict[int, uuid.UUID]]:
         started = time.perf_counter()
         if turn is not None:
-            await turn.take()  # given back by the caller once the transaction has ended
+            await turn.take(conn)  # given back by the caller once the transaction has ended
         ws = Workspace(await repo.lock_accounts(conn, codes) if codes else {})
         LOCK_WAIT.observe(time.perf_counter() - started)
         # 3. Check and apply each request in memory, in arrival order.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -34,6 +36,9 @@ class LedgerSettings(ServiceSettings):
     # one writer, 11,100 with two, 9,400 with four). Raise it only when writers rarely share
     # accounts. Replicas still coordinate through the row locks.
     write_concurrency: int = Field(default=1, ge=1, le=64)
+    # "database": the gate also spans every process and replica on the database (an advisory
+    # lock per turn, see gate.py); "process": each process queues its own writers.
+    write_gate: Literal["process", "database"] = "process"
     coalesce_linger_ms: float = Field(default=0.0, ge=0.0, le=50.0)
     # Young-generation threshold of the cyclic garbage collector (see app._tune_gc); 0 keeps
     # Python's default.
