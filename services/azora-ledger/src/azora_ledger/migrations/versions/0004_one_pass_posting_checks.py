@@ -41,43 +41,6 @@ _ACCOUNTS_CHECK = """
     END IF;
 """
 
-_DETAILED_CHECKS = """
-    SELECT n.transaction_id INTO bad
-    FROM new_postings n
-    WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.id = n.transaction_id)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'posting of transaction %: no such transaction', bad.transaction_id
-            USING ERRCODE = 'foreign_key_violation', TABLE = 'postings',
-                CONSTRAINT = 'fk_postings_transaction_id_transactions';
-    END IF;
-    SELECT n.transaction_id, n.currency INTO bad
-    FROM new_postings n
-    GROUP BY n.transaction_id, n.currency
-    HAVING sum(CASE WHEN n.direction = 'debit' THEN n.amount::numeric ELSE 0 END)
-        <> sum(CASE WHEN n.direction = 'credit' THEN n.amount::numeric ELSE 0 END)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'ledger transaction % does not balance in %',
-            bad.transaction_id, bad.currency
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_postings_balanced';
-    END IF;
-    SELECT t.id INTO bad
-    FROM (
-        SELECT transaction_id, count(*) AS n, max(seq) AS max_seq,
-               bool_and(pending) AS all_pending, bool_or(pending) AS any_pending
-        FROM new_postings GROUP BY transaction_id
-    ) n
-    JOIN transactions t ON t.id = n.transaction_id
-    WHERE n.n <> t.posting_count OR n.max_seq >= t.posting_count
-        OR n.all_pending <> (t.kind = 'pending') OR n.any_pending <> (t.kind = 'pending')
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'ledger transaction %: postings must be inserted together, once', bad.id
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_postings_complete';
-    END IF;
-"""
-
 _ONE_PASS = """
     PERFORM 1
     FROM (
@@ -103,6 +66,25 @@ _ONE_PASS = """
     END IF;
 """
 
+
+def _previous_function() -> str:
+    """0003's version of the function (its module name starts with a digit: load by path)."""
+    path = Path(__file__).with_name("0003_set_based_posting_checks.py")
+    spec = importlib.util.spec_from_file_location("ledger_migration_0003", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text: str = module._BALANCED_V3
+    return text
+
+
+# 0003's checks after its account check, unchanged: they now run only to name the error.
+_V3 = _previous_function()
+_DETAILED_CHECKS = (
+    "\n" + _V3[_V3.index("    SELECT n.transaction_id INTO bad") : _V3.index("    RETURN NULL;")]
+)
+
 _BALANCED_V4 = (
     """
 CREATE OR REPLACE FUNCTION ledger_postings_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -120,21 +102,9 @@ END $$
 )
 
 
-def _previous_function() -> str:
-    """0003's version of the function (its module name starts with a digit: load by path)."""
-    path = Path(__file__).with_name("0003_set_based_posting_checks.py")
-    spec = importlib.util.spec_from_file_location("ledger_migration_0003", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    text: str = module._BALANCED_V3
-    return text
-
-
 def upgrade() -> None:
     op.get_bind().exec_driver_sql(_BALANCED_V4)
 
 
 def downgrade() -> None:
-    op.get_bind().exec_driver_sql(_previous_function())
+    op.get_bind().exec_driver_sql(_V3)
