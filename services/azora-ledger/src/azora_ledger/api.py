@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
@@ -27,7 +27,7 @@ from azora_common.idempotency import (
 from azora_ledger import reports, service
 from azora_ledger import repository as repo
 from azora_ledger.coalescer import Coalescer
-from azora_ledger.gate import WriteGate, WriteTurn
+from azora_ledger.gate import WriteGate
 from azora_ledger.schemas import (
     AccountIn,
     AccountOut,
@@ -261,45 +261,24 @@ async def _create_batch(request: Request, body: BatchIn, key: str | None) -> Res
     ]
     atomic = body.mode == "atomic"
     status = 201 if atomic else 200
-    gate: WriteGate = request.app.state.write_gate
+    if key is None:
+        outcomes = await _write_new(request, requests, atomic=atomic, source="batch")
+        # Committed and out of the gate: the next writer need not wait for this response.
+        return json_response(status, batch_document(body.mode, outcomes))
 
-    async def apply(session: AsyncSession, turn: WriteTurn) -> list[Outcome]:
+    async def handler() -> tuple[int, Any]:
         conn = await repo.driver_connection(session)
-        return await with_retries(
+        outcomes = await with_retries(
             conn,
             lambda: service.create_transactions(
                 conn, requests, atomic=atomic, source="batch", turn=turn
             ),
         )
-
-    # The request is the unit of work, committed before the response (and before the write
-    # turn is given back: the transaction block ends first).
-    bind = db.sessionmaker.kw.get("bind")
-    if key is None and isinstance(bind, AsyncEngine):
-        # A pooled connection, no ORM session: the transaction is asyncpg's own (BEGIN ...
-        # COMMIT, no savepoint to release inside the write turn).
-        async with bind.connect() as pooled:
-            conn = (await pooled.get_raw_connection()).driver_connection
-            async with gate.turn() as turn:
-                outcomes = await with_retries(
-                    conn,
-                    lambda: service.create_transactions(
-                        conn, requests, atomic=atomic, source="batch", turn=turn
-                    ),
-                )
-        # Committed and out of the gate: the next writer need not wait for this response.
-        return json_response(status, batch_document(body.mode, outcomes))
-    if key is None:
-        # Sessions bound to something else (tests join them to one outer transaction).
-        async with gate.turn() as turn, unit_of_work(db) as session:
-            outcomes = await apply(session, turn)
-        return json_response(status, batch_document(body.mode, outcomes))
-
-    async def handler() -> tuple[int, Any]:
-        return status, batch_document(body.mode, await apply(session, turn))
+        return status, batch_document(body.mode, outcomes)
 
     # With a key the response is stored with the transactions, so it is built in the turn.
     request_body = body.model_dump(mode="json")
+    gate: WriteGate = request.app.state.write_gate
     async with gate.turn() as turn, unit_of_work(db) as session:
         return await run_idempotent(
             session,
@@ -370,18 +349,39 @@ async def create_transaction(request: Request) -> Response:
     coalescer: Coalescer | None = request.app.state.coalescer
     if coalescer is not None:
         return respond(await coalescer.submit(transfer))
+    [outcome] = await _write_new(request, [transfer], atomic=False, source="request")
+    return respond(outcome)
+
+
+async def _write_new(
+    request: Request, requests: list[TransferRequest], *, atomic: bool, source: str
+) -> list[Outcome]:
+    """New transactions as one unit of work, committed before this returns (and before the
+    write turn is given back: the transaction block ends first)."""
     db: Database = request.app.state.db
-    # The request is the unit of work, as with SessionDep: committed before the response.
     gate: WriteGate = request.app.state.write_gate
+    bind = db.sessionmaker.kw.get("bind")
+    if isinstance(bind, AsyncEngine):
+        # A pooled connection, no ORM session: the transaction is asyncpg's own (BEGIN ...
+        # COMMIT, no savepoint to release inside the write turn).
+        async with bind.connect() as pooled:
+            conn = (await pooled.get_raw_connection()).driver_connection
+            async with gate.turn() as turn:
+                return await with_retries(
+                    conn,
+                    lambda: service.create_transactions(
+                        conn, requests, atomic=atomic, source=source, turn=turn
+                    ),
+                )
+    # Sessions bound to something else (tests join them to one outer transaction).
     async with gate.turn() as turn, unit_of_work(db) as session:
         conn = await repo.driver_connection(session)
-        [outcome] = await with_retries(
+        return await with_retries(
             conn,
             lambda: service.create_transactions(
-                conn, [transfer], atomic=False, source="request", turn=turn
+                conn, requests, atomic=atomic, source=source, turn=turn
             ),
         )
-    return respond(outcome)
 
 
 FAST_ROUTES = [
