@@ -256,31 +256,33 @@ async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
             for name, (concurrency, one) in scenarios.items():
                 if args.only and name not in args.only:
                     continue
-                await settle(url)
-                cpu_before = process_cpu_seconds(proc.pid)
-                db_before = database_cpu_seconds()
-                with profiled(proc.pid, args.profile_dir, name):
-                    if args.client == "c":
-                        results[name] = await asyncio.to_thread(
-                            loadgen.wrk,
-                            api,
-                            token=TOKEN,
-                            seconds=args.seconds,
-                            accounts=ACCOUNTS,
-                            **c_scenarios[name],
-                        )
-                    else:
-                        results[name] = await drive(args.seconds, concurrency, one)
-                # CPU time of the service per transfer: unlike throughput, barely moved by
-                # whatever else the shared cores are doing.
-                cpu = process_cpu_seconds(proc.pid) - cpu_before
-                done = max(results[name]["transfers"], 1)
-                results[name]["service_cpu_us_per_transfer"] = round(cpu / done * 1e6, 1)
-                db_after = database_cpu_seconds()
-                if db_before is not None and db_after is not None:
-                    results[name]["database_cpu_us_per_transfer"] = round(
-                        (db_after - db_before) / done * 1e6, 1
-                    )
+
+                async def scenario(
+                    name: str = name,
+                    concurrency: int = concurrency,
+                    one: Callable[[], Awaitable[int]] = one,
+                ) -> dict[str, Any]:
+                    cpu_before = process_cpu_seconds(proc.pid)
+                    with profiled(proc.pid, args.profile_dir, name):
+                        if args.client == "c":
+                            result = await asyncio.to_thread(
+                                loadgen.wrk,
+                                api,
+                                token=TOKEN,
+                                seconds=args.seconds,
+                                accounts=ACCOUNTS,
+                                **c_scenarios[name],
+                            )
+                        else:
+                            result = await drive(args.seconds, concurrency, one)
+                    # CPU time of the service per transfer: unlike throughput, barely moved by
+                    # whatever else the shared cores are doing.
+                    cpu = process_cpu_seconds(proc.pid) - cpu_before
+                    done = max(result["transfers"], 1)
+                    result["service_cpu_us_per_transfer"] = round(cpu / done * 1e6, 1)
+                    return result
+
+                results[name] = await with_database_cpu(url, scenario())
             async with http.get("/metrics") as r:
                 metrics = await r.text()
             size = _histogram_mean(metrics, "azora_ledger_batch_size", 'source="coalesced"')
