@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azora_common.devenv.kube import LocalControlPlane
-from azora_common.devenv.postgres import LocalPostgres
-from azora_common.devenv.procs import ManagedProcess, free_port, port_is_open
+from azora_devenv.kube import LocalControlPlane
+from azora_devenv.postgres import LocalPostgres
+from azora_devenv.procs import ManagedProcess, free_port, port_is_open
 
 ROOT = Path(__file__).resolve().parent.parent
 # AZORA_LOCAL_DIR and AZORA_PORT_BASE let a test (or a second checkout) run its own copy.

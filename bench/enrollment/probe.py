@@ -233,7 +233,7 @@ def main() -> int:
     local = None
     base_url = os.environ.get("AZORA_BENCH_DATABASE_URL")
     if not base_url:
-        from azora_common.devenv.postgres import LocalPostgres
+        from azora_devenv.postgres import LocalPostgres
 
         work.chmod(0o755)
         local = LocalPostgres(work / "pgdata", fast=True)

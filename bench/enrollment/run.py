@@ -5,7 +5,7 @@ Checks the outcome (exactly 100 enrolled, 200 waitlisted, the rest refused) and 
 throughput and latency percentiles in bench/results/enrollment-<date>.{json,md}.
 
 PostgreSQL: ``AZORA_BENCH_DATABASE_URL`` (a server where we may create databases) or a private
-throw-away cluster (azora_common.devenv.postgres.LocalPostgres).
+throw-away cluster (azora_devenv.postgres.LocalPostgres).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="azora-bench-enrollment-"))
     base_url = os.environ.get("AZORA_BENCH_DATABASE_URL")
     if not base_url:
-        from azora_common.devenv.postgres import LocalPostgres
+        from azora_devenv.postgres import LocalPostgres
 
         work.chmod(0o755)
         local = LocalPostgres(work / "pgdata", fast=True)

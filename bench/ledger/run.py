@@ -4,7 +4,7 @@ and a pgledger-style SQL transfer function, on one PostgreSQL in one run; ends w
     uv run python bench/ledger/run.py [--seconds 8] [--concurrency 64] [--client python|c]
 
 Uses ``AZORA_BENCH_DATABASE_URL`` (a server where databases may be created) or starts its own
-PostgreSQL (azora_common.devenv.LocalPostgres, durable settings). pgledger itself is not
+PostgreSQL (azora_devenv.LocalPostgres, durable settings). pgledger itself is not
 fetched (only package registries are reachable here); ``pgledger_style.sql`` is our own
 re-implementation of its transfer function and is labelled so in the results.
 """
@@ -46,7 +46,7 @@ def postgres() -> Iterator[str]:
     if url:
         yield url
         return
-    from azora_common.devenv.postgres import LocalPostgres
+    from azora_devenv.postgres import LocalPostgres
 
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
         pg = LocalPostgres(
@@ -407,7 +407,7 @@ async def bench_reference(base: str, args: argparse.Namespace) -> dict[str, Any]
 
     if args.client == "c":
         await pool.close()
-        from azora_common.devenv.postgres import find_pg_bindir
+        from azora_devenv.postgres import find_pg_bindir
 
         exe = find_pg_bindir() / "pgbench"
         common = {

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench" / "operator"))
 
 from run import PLURAL, _all_ready, _create, _make, _rss_mb  # noqa: E402
 
-from azora_common.devenv import LocalControlPlane, LocalPostgres, ManagedProcess  # noqa: E402
+from azora_devenv import LocalControlPlane, LocalPostgres, ManagedProcess  # noqa: E402
 from tests.operator.kube import CRDS, OperatorProcess, kubectl_ok  # noqa: E402
 from tests.support.services import API_TOKEN, ServiceProcess  # noqa: E402
 

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from azora_common.devenv import LocalControlPlane, LocalPostgres  # noqa: E402
+from azora_devenv import LocalControlPlane, LocalPostgres  # noqa: E402
 from tests.operator.kube import CRDS, OperatorProcess, kubectl_ok  # noqa: E402
 from tests.operator.objects import cohort, route, rule  # noqa: E402
 from tests.support.services import ADMIN_TOKEN, API_TOKEN, ServiceProcess  # noqa: E402

@@ -177,7 +177,7 @@ def database() -> Iterator[str]:
     url = os.environ.get("AZORA_BENCH_DATABASE_URL") or os.environ.get("AZORA_TEST_DATABASE_URL")
     server = None
     if not url:
-        from azora_common.devenv.postgres import LocalPostgres
+        from azora_devenv.postgres import LocalPostgres
 
         server = LocalPostgres(Path(tempfile.mkdtemp(prefix="orch-bench-pg-")) / "data", fast=True)
         server.start()

@@ -442,7 +442,7 @@ def bench_http(
     total: int = 4_000,
     durable: bool = False,
 ) -> dict[str, Any]:
-    from azora_common.devenv.postgres import LocalPostgres
+    from azora_devenv.postgres import LocalPostgres
 
     work = Path(tempfile.mkdtemp(prefix="pricing-bench-"))
     server: LocalPostgres | None = None

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane
-from azora_common.devenv.tools import tool_path
+from azora_devenv import CONTROL_PLANE_TOOLS, LocalControlPlane
+from azora_devenv.tools import tool_path
 from tests.support.require import require_tools
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from azora_common.devenv import LocalControlPlane
-from azora_common.devenv.procs import ManagedProcess, free_port
+from azora_devenv import LocalControlPlane
+from azora_devenv.procs import ManagedProcess, free_port
 from tests.chart.conftest import CHART, ROOT, by_kind, render
 from tests.support.pg import PostgresServer
 from tests.support.require import missing_dependency, require_tools

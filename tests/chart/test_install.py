@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from azora_common.devenv import LocalControlPlane
-from azora_common.devenv.tools import tool_path
+from azora_devenv import LocalControlPlane
+from azora_devenv.tools import tool_path
 from tests.chart.conftest import CHART, CI_VALUES, FakeJobController, helm
 
 pytestmark = pytest.mark.e2e

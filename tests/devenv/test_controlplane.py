@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import azora_common.devenv
-from azora_common.devenv import (
+import azora_devenv
+from azora_devenv import (
     ADMIN_USER,
     CONTROL_PLANE_TOOLS,
     K8S_VERSION,
@@ -187,7 +187,7 @@ _OWNER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from azora_common.devenv import LocalControlPlane
+    from azora_devenv import LocalControlPlane
     with LocalControlPlane(Path(sys.argv[1])) as cp:
         print(json.dumps(cp.pids), flush=True)
         time.sleep(600)
@@ -206,7 +206,7 @@ def _alive(pid: int) -> bool:
 def test_no_orphans_when_owner_is_killed(tmp_path: Path) -> None:
     """SIGKILL of the owning process still takes etcd and kube-apiserver down (PDEATHSIG)."""
     require_tools(*CONTROL_PLANE_TOOLS)
-    src_root = Path(azora_common.devenv.__file__).resolve().parents[2]
+    src_root = Path(azora_devenv.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_root), *sys.path])}
     owner = subprocess.Popen(
         [sys.executable, "-c", _OWNER, str(tmp_path / "kube")],

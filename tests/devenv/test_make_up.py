@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from azora_common.devenv.procs import port_is_open
+from azora_devenv.procs import port_is_open
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import azora_common.devenv
-from azora_common.devenv import LocalPostgres, PostgresNotFoundError, find_pg_bindir, port_is_open
+import azora_devenv
+from azora_devenv import LocalPostgres, PostgresNotFoundError, find_pg_bindir, port_is_open
 from tests.support.require import missing_dependency
 
 
@@ -107,7 +107,7 @@ _CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from azora_common.devenv import LocalPostgres
+    from azora_devenv import LocalPostgres
     with LocalPostgres(Path(sys.argv[1]), fast=True):
         print("ready", flush=True)
         time.sleep(600)
@@ -119,7 +119,7 @@ _CHILD = textwrap.dedent(
 def test_no_orphan_when_owner_dies(outside_tmp: Path, sig: signal.Signals) -> None:
     """SIGTERM unwinds the ``with`` block; even SIGKILL takes postgres down (PDEATHSIG)."""
     data_dir = outside_tmp / "data"
-    src_root = Path(azora_common.devenv.__file__).resolve().parents[2]
+    src_root = Path(azora_devenv.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_root), *sys.path])}
     owner = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(data_dir)],

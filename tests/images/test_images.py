@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from azora_common.devenv import LocalControlPlane
-from azora_common.devenv.procs import free_port
+from azora_devenv import LocalControlPlane
+from azora_devenv.procs import free_port
 from tests.support.pg import PostgresServer
 from tests.support.require import missing_dependency
 

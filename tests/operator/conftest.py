@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from azora_common.devenv import CONTROL_PLANE_TOOLS, LocalControlPlane
+from azora_devenv import CONTROL_PLANE_TOOLS, LocalControlPlane
 from tests.operator.kube import (
     CLUSTERROLE,
     CRDS,

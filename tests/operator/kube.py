@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from azora_common.devenv import LocalControlPlane, ManagedProcess, free_port
+from azora_devenv import LocalControlPlane, ManagedProcess, free_port
 from tests.support.services import ADMIN_TOKEN, venv_script
 
 ROOT = Path(__file__).resolve().parents[2]

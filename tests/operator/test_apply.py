@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import yaml
 
-from azora_common.devenv import LocalControlPlane
+from azora_devenv import LocalControlPlane
 from tests.operator.kube import (
     EXAMPLES,
     OperatorProcess,

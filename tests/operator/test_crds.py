@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from azora_common.devenv import LocalControlPlane
+from azora_devenv import LocalControlPlane
 from tests.operator.kube import CRDS, EXAMPLES, kubectl_ok, unique
 
 KINDS = ("PricingRule", "AIModelRoute", "EnrollmentCohort")

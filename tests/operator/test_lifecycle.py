@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from azora_common.devenv import LocalControlPlane
+from azora_devenv import LocalControlPlane
 from tests.operator.kube import (
     OperatorProcess,
     admin_request,

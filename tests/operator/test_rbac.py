@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from azora_common.devenv import LocalControlPlane
+from azora_devenv import LocalControlPlane
 from tests.operator.kube import (
     CLUSTERROLE,
     OPERATOR_NS,

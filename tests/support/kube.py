@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from azora_common.devenv.kube import LocalControlPlane
-from azora_common.devenv.tools import tool_path
+from azora_devenv.kube import LocalControlPlane
+from azora_devenv.tools import tool_path
 from tests.support.require import require_tools
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from azora_common.devenv.postgres import LocalPostgres
+from azora_devenv.postgres import LocalPostgres
 from tests.support.require import in_ci, missing_dependency
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -21,7 +21,7 @@ def missing_dependency(message: str) -> NoReturn:
 
 def require_tools(*names: str) -> None:
     """The binaries ``make tools`` builds (etcd, kube-apiserver, kubectl, helm) must exist."""
-    from azora_common.devenv.tools import missing_tools
+    from azora_devenv.tools import missing_tools
 
     missing = missing_tools(*names)
     if missing:

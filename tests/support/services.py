@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azora_common.devenv.procs import ManagedProcess, free_port
+from azora_devenv.procs import ManagedProcess, free_port
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 API_TOKEN = "test-api-token-0123456789abc"

@@ -1,6 +1,6 @@
 """Shared plumbing for Azora services.
 
-Services depend on this package; it depends on no service. ``azora_common.devenv`` holds the
-development-only launchers (PostgreSQL, local control plane) used by ``make up`` and the tests;
-services never import it.
+Services depend on this package; it depends on no service. The development-only launchers
+(PostgreSQL, local control plane) live in ``azora_devenv`` under ``hack/devenv``, which no image
+installs.
 """

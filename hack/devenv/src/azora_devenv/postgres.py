@@ -35,7 +35,7 @@ from .procs import (
     wait_until,
 )
 
-logger = logging.getLogger("azora_common.devenv")
+logger = logging.getLogger("azora_devenv")
 
 _REQUIRED_BINARIES = ("initdb", "postgres", "psql", "pg_isready")
 # The kernel's limit for a unix socket path is 108 bytes; leave room for "/.s.PGSQL.65535".

@@ -33,7 +33,7 @@ from typing import Any
 from .procs import CleanupGuard, ManagedProcess, ServerContext, free_port, run, wait_until
 from .tools import tool_path
 
-logger = logging.getLogger("azora_common.devenv")
+logger = logging.getLogger("azora_devenv")
 
 ADMIN_USER = "azora-admin"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
-logger = logging.getLogger("azora_common.devenv")
+logger = logging.getLogger("azora_devenv")
 
 _PR_SET_PDEATHSIG = 1
 
