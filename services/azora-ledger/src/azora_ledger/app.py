@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,25 +48,6 @@ async def _expire_loop(pool: asyncpg.Pool, settings: LedgerSettings) -> None:
         await asyncio.sleep(settings.expiry_interval_seconds)
 
 
-def _tune_gc(settings: LedgerSettings) -> None:
-    """Make the cyclic garbage collector run far less often under load.
-
-    A 1,000-item batch allocates tens of thousands of short-lived objects (validated models,
-    planned rows, response dicts), none of them in reference cycles: with the default
-    threshold (700) the collector ran dozens of times per batch, and its older generations
-    walked every long-lived object of the process each time (a large share of a batch's CPU).
-    Everything alive after startup is frozen out of collection; the young generation is
-    collected every ``gc_threshold`` net allocations instead of 700. Reference counting still
-    frees everything acyclic at once, so memory does not grow with it.
-    """
-    if settings.gc_threshold <= 0:
-        return
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(settings.gc_threshold, gen1, gen2)
-
-
 def create_app(settings: LedgerSettings | None = None) -> FastAPI:
     settings = settings or LedgerSettings()
 
@@ -97,7 +77,6 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             else None
         )
         expirer = asyncio.create_task(_expire_loop(pool, settings))
-        _tune_gc(settings)
         try:
             yield
         finally:

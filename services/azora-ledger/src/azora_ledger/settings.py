@@ -40,9 +40,6 @@ class LedgerSettings(ServiceSettings):
     # lock per turn, see gate.py); "process": each process queues its own writers.
     write_gate: Literal["process", "database"] = "process"
     coalesce_linger_ms: float = Field(default=0.0, ge=0.0, le=50.0)
-    # Young-generation threshold of the cyclic garbage collector (see app._tune_gc); 0 keeps
-    # Python's default.
-    gc_threshold: int = Field(default=50_000, ge=0)
     # Pending transactions past expires_at are released by a background task this often.
     expiry_interval_seconds: float = Field(default=1.0, gt=0)
     # Refresh interval of the outstanding-pending gauge.

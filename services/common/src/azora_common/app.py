@@ -22,6 +22,7 @@ from azora_common.logs import configure_logging
 from azora_common.metrics import SERVICE_INFO, metrics_endpoint
 from azora_common.middleware import PlatformMiddleware
 from azora_common.migrations import head_revision
+from azora_common.runtime import tune_gc
 from azora_common.settings import ServiceSettings
 
 ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -54,8 +55,10 @@ def create_service_app(
         try:
             if lifespan is not None:
                 async with lifespan(app):
+                    tune_gc(settings.gc_threshold)  # after the service's own warm-up
                     yield
             else:
+                tune_gc(settings.gc_threshold)
                 yield
         finally:
             await app.state.db.dispose()

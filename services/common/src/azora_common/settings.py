@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from azora_common.runtime import DEFAULT_GC_THRESHOLD
+
 
 def to_async_url(url: str) -> str:
     """Accept libpq-style URLs and return the SQLAlchemy asyncpg form."""
@@ -37,6 +39,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     idempotency_retention_hours: int = Field(default=24, ge=1)
+    # Young-generation threshold of the cyclic garbage collector, applied once after start-up
+    # (azora_common.runtime.tune_gc); 0 keeps CPython's defaults.
+    gc_threshold: int = Field(default=DEFAULT_GC_THRESHOLD, ge=0)
 
     @field_validator("database_url")
     @classmethod
