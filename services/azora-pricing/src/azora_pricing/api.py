@@ -11,6 +11,7 @@ from fastapi import Path as PathParam
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep, Principal, require_scope
 from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
@@ -23,7 +24,6 @@ from azora_pricing.schemas import (
     SKU_PATTERN,
     ProductIn,
     QuoteIn,
-    RulePut,
     SimulateIn,
 )
 from azora_pricing.service import PricingService
@@ -205,11 +205,11 @@ async def simulate(
 async def put_rule(
     namespace: Namespace,
     name: Name,
-    body: RulePut,
+    body: ConfigPut,
     request: Request,
     session: SessionDep,
     _: AdminDep,
-) -> dict[str, Any]:
+) -> ConfigWritten:
     return await _service(request).put_rule(session, namespace, name, body)
 
 

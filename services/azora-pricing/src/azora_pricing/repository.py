@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from azora_common.admin_store import AdminStore
 from azora_pricing.models import (
     pricing_rules,
     pricing_state,
@@ -117,54 +118,24 @@ async def all_rules(executor: Executor) -> Sequence[Row[Any]]:
     return (await executor.execute(sa.select(pricing_rules))).all()
 
 
-async def get_rule(session: AsyncSession, namespace: str, name: str) -> Row[Any] | None:
-    result = await session.execute(
-        sa.select(pricing_rules).where(
-            pricing_rules.c.namespace == namespace, pricing_rules.c.name == name
-        )
+def rule_store(channel: str) -> AdminStore:
+    """PricingRules as the operator writes them (generation-stamped, see azora_common)."""
+    return AdminStore(
+        kind="pricing-rule", table=pricing_rules, next_revision=bump_revision, channel=channel
     )
-    return result.first()
 
 
-async def list_rules(session: AsyncSession) -> list[Row[Any]]:
-    result = await session.execute(
-        sa.select(pricing_rules).order_by(pricing_rules.c.namespace, pricing_rules.c.name)
-    )
-    return list(result.all())
-
-
-async def store_rule(
+async def record_rule_revision(
     session: AsyncSession,
-    *,
+    revision: int,
     namespace: str,
     name: str,
-    uid: str,
     generation: int,
-    spec: dict[str, Any],
-    revision: int,
+    spec: dict[str, Any] | None,
     now: datetime,
 ) -> None:
-    stmt = insert(pricing_rules).values(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        generation=generation,
-        spec=spec,
-        revision=revision,
-        updated_at=now,
-    )
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[pricing_rules.c.namespace, pricing_rules.c.name],
-            set_={
-                "uid": stmt.excluded.uid,
-                "generation": stmt.excluded.generation,
-                "spec": stmt.excluded.spec,
-                "revision": stmt.excluded.revision,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-    )
+    """Keep every stored change (``spec`` None: deleted), so a quote's recorded revisions can be
+    looked up later."""
     await session.execute(
         sa.insert(rule_revisions).values(
             revision=revision,
@@ -172,32 +143,6 @@ async def store_rule(
             name=name,
             generation=generation,
             spec=spec,
-            created_at=now,
-        )
-    )
-
-
-async def delete_rule(
-    session: AsyncSession,
-    *,
-    namespace: str,
-    name: str,
-    generation: int,
-    revision: int,
-    now: datetime,
-) -> None:
-    await session.execute(
-        sa.delete(pricing_rules).where(
-            pricing_rules.c.namespace == namespace, pricing_rules.c.name == name
-        )
-    )
-    await session.execute(
-        sa.insert(rule_revisions).values(
-            revision=revision,
-            namespace=namespace,
-            name=name,
-            generation=generation,
-            spec=None,
             created_at=now,
         )
     )

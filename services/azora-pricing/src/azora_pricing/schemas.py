@@ -76,9 +76,3 @@ class SimulateIn(_Input):
     at: AwareDatetime | None = Field(
         default=None, description="RFC 3339 instant to evaluate at (default now)."
     )
-
-
-class RulePut(_Input):
-    generation: int = Field(ge=0)
-    uid: str = Field(default="", max_length=200)
-    spec: dict[str, Any] = Field(description="A PricingRule spec (camelCase CRD fields).")

@@ -17,7 +17,15 @@ import orjson
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_common.errors import NotFound, StaleGeneration
+from azora_common.admin_store import (
+    AdminStore,
+    ConfigPut,
+    ConfigWritten,
+    check_generation,
+    listing_item,
+    stored_config,
+)
+from azora_common.errors import NotFound
 from azora_common.listener import notify
 from azora_pricing import repository
 from azora_pricing.engine.currency import RoundingPolicy, is_currency
@@ -52,7 +60,7 @@ from azora_pricing.metrics import (
     shadow_hit,
 )
 from azora_pricing.repository import QuoteRow
-from azora_pricing.schemas import ProductIn, QuoteIn, RulePut, SimulateIn
+from azora_pricing.schemas import ProductIn, QuoteIn, SimulateIn
 from azora_pricing.settings import PricingSettings
 from azora_pricing.snapshot import SnapshotHolder
 
@@ -92,9 +100,11 @@ class PricingService:
     settings: PricingSettings
     holder: SnapshotHolder
     rounding: RoundingPolicy = field(init=False)
+    rules: AdminStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.rounding = self.settings.rounding_policy()  # settings are frozen
+        self.rules = repository.rule_store(self.settings.notify_channel)
 
     # --- engine ---------------------------------------------------------------------------
 
@@ -474,32 +484,24 @@ class PricingService:
     # --- rules (admin) --------------------------------------------------------------------
 
     async def put_rule(
-        self, session: AsyncSession, namespace: str, name: str, body: RulePut
-    ) -> dict[str, Any]:
+        self, session: AsyncSession, namespace: str, name: str, body: ConfigPut
+    ) -> ConfigWritten:
         try:
             rule = compile_rule(namespace, name, body.spec)
         except SpecError as exc:
             raise InvalidSpec(exc.reason, f"spec.{exc.field}", exc.detail) from None
-        key = f"{namespace}/{name}"
-        # The row may not exist yet, so an advisory lock (not FOR UPDATE) serialises writers of
-        # this rule: the generation check and the write happen as one step.
-        await repository.lock_key(session, "pricing-rule", key)
-        stored = await repository.get_rule(session, namespace, name)
-        if stored is not None:
-            if body.generation < stored.generation:
-                raise StaleGeneration(
-                    f"generation {body.generation} is older than the stored {stored.generation}",
-                    stored_generation=int(stored.generation),
-                )
-            if body.generation == stored.generation and stored.spec == body.spec:
-                return {"revision": int(stored.revision), "generation": int(stored.generation)}
+        await self.rules.lock(session, namespace, name)
+        stored = await self.rules.get(session, namespace, name)
+        replay = check_generation(stored_config(stored), body, body.spec)
+        if replay is not None:
+            return replay
         if rule.promotion is not None:
             code = rule.promotion.code
             # Codes are unique across rules; the code row's lock orders two rules racing for it.
             await repository.lock_key(session, "pricing-code", code)
             owner = await repository.get_promotion(session, code)
             if owner is not None and (owner.rule_namespace, owner.rule_name) != (namespace, name):
-                other = await repository.get_rule(session, owner.rule_namespace, owner.rule_name)
+                other = await self.rules.get(session, owner.rule_namespace, owner.rule_name)
                 if other is not None and _code_of(other) == code:
                     raise InvalidSpec(
                         "DuplicatePromotionCode",
@@ -507,17 +509,10 @@ class PricingService:
                         f"code {code!r} already belongs to rule "
                         f"{owner.rule_namespace}/{owner.rule_name}",
                     )
-        revision = await repository.bump_revision(session)
         now = _now()
-        await repository.store_rule(
-            session,
-            namespace=namespace,
-            name=name,
-            uid=body.uid,
-            generation=body.generation,
-            spec=body.spec,
-            revision=revision,
-            now=now,
+        written = await self.rules.write(session, namespace, name, body, body.spec, updated_at=now)
+        await repository.record_rule_revision(
+            session, written.revision, namespace, name, body.generation, body.spec, now
         )
         if rule.promotion is not None:
             await repository.upsert_promotion(
@@ -530,44 +525,24 @@ class PricingService:
                 first_purchase_only=rule.promotion.first_purchase_only,
                 now=now,
             )
-        await notify(session, self.settings.notify_channel, f"rule:{key}")
-        return {"revision": revision, "generation": body.generation}
+        await self.rules.publish(session, f"rule:{namespace}/{name}")
+        return written
 
     async def delete_rule(self, session: AsyncSession, namespace: str, name: str) -> None:
-        key = f"{namespace}/{name}"
-        await repository.lock_key(session, "pricing-rule", key)
-        stored = await repository.get_rule(session, namespace, name)
-        if stored is None:
+        await self.rules.lock(session, namespace, name)
+        removed = await self.rules.remove(session, namespace, name)
+        if removed is None:
             return
-        revision = await repository.bump_revision(session)
-        await repository.delete_rule(
-            session,
-            namespace=namespace,
-            name=name,
-            generation=int(stored.generation),
-            revision=revision,
-            now=_now(),
+        await repository.record_rule_revision(
+            session, removed.revision, namespace, name, removed.generation, None, _now()
         )
-        await notify(session, self.settings.notify_channel, f"rule:{key}")
+        await self.rules.publish(session, f"rule:{namespace}/{name}")
 
     async def list_rules(self, session: AsyncSession) -> dict[str, Any]:
-        rows = await repository.list_rules(session)
-        return {
-            "items": [
-                {
-                    "namespace": r.namespace,
-                    "name": r.name,
-                    "generation": int(r.generation),
-                    "uid": r.uid,
-                    "revision": int(r.revision),
-                    "spec": r.spec,
-                }
-                for r in rows
-            ]
-        }
+        return {"items": [listing_item(r) for r in await self.rules.list(session)]}
 
     async def rule_status(self, session: AsyncSession, namespace: str, name: str) -> dict[str, Any]:
-        row = await repository.get_rule(session, namespace, name)
+        row = await self.rules.get(session, namespace, name)
         if row is None:
             raise NotFound(f"pricing rule {namespace}/{name} does not exist")
         rule = compile_rule(namespace, name, row.spec)
