@@ -23,8 +23,11 @@ readonly ETCD_VERSION="v3.6.16"
 readonly K8S_VERSION="v1.35.4"
 readonly K8S_STAGING_VERSION="v0.35.4"
 readonly HELM_VERSION="v4.3.1"
+readonly COREDNS_VERSION="v1.12.4"
 readonly DEFAULT_TOOLS=(etcd kube-apiserver kubectl helm)
-readonly ALL_TOOLS=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler helm)
+readonly NODE_TOOLS=(kube-controller-manager kube-scheduler kubelet kube-proxy coredns)
+readonly ALL_TOOLS=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet
+    kube-proxy helm coredns)
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
@@ -53,8 +56,11 @@ find_go() {
 version_of() {
     case "$1" in
         etcd) printf '%s\n' "$ETCD_VERSION" ;;
-        kube-apiserver | kubectl | kube-controller-manager | kube-scheduler) printf '%s\n' "$K8S_VERSION" ;;
+        kube-apiserver | kubectl | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
+            printf '%s\n' "$K8S_VERSION"
+            ;;
         helm) printf '%s\n' "$HELM_VERSION" ;;
+        coredns) printf '%s\n' "$COREDNS_VERSION" ;;
         *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
     esac
 }
@@ -144,7 +150,7 @@ build_one() {
                     "$go_bin" build "${common[@]}" -ldflags "-s -w" \
                     -o "$TMP_OUT/$name" go.etcd.io/etcd/server/v3)
             ;;
-        kube-apiserver | kubectl | kube-controller-manager | kube-scheduler)
+        kube-apiserver | kubectl | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
             local ldflags
             ldflags="$(k8s_ldflags "$go_bin")"
             (cd "$ROOT_DIR/hack/k8s" &&
@@ -162,6 +168,14 @@ build_one() {
                 GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="" GOBIN="$TMP_OUT" \
                     "$go_bin" install "${common[@]}" -ldflags "$helm_ldflags" \
                     "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}")
+            ;;
+        coredns)
+            # No replace directives upstream either. The version ldflag makes `coredns -version`
+            # report the release instead of the source default.
+            (cd "$TMP_OUT" &&
+                GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="" GOBIN="$TMP_OUT" \
+                    "$go_bin" install "${common[@]}" -ldflags "-s -w" \
+                    "github.com/coredns/coredns@${COREDNS_VERSION}")
             ;;
     esac
 
@@ -186,6 +200,10 @@ main() {
                     shift
                 done
                 ((${#tools[@]})) || die "--only needs at least one tool name"
+                ;;
+            --node)
+                tools+=("${DEFAULT_TOOLS[@]}" "${NODE_TOOLS[@]}")
+                shift
                 ;;
             --list)
                 local t

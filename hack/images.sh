@@ -1,10 +1,25 @@
 #!/usr/bin/env bash
 # Build the Azora container images with buildah (no Docker engine needed).
 #
-#   hack/images.sh [base|build|list] [component...]
-#     base   make (or reuse) the local Python base image only
-#     build  build the images (default); components: enrollment ledger pricing orchestrator operator
-#     list   print "<component> <Dockerfile> <image>" lines
+#   hack/images.sh [base|build|list|archive|values] [component...|all]
+#     base     make (or reuse) the local Python base image only
+#     build    build the images (default); components: enrollment ledger pricing orchestrator
+#              operator (the default set), and postgresql, pause, coredns, model-backend
+#              (`all` = every one whose inputs exist)
+#     list     print "<component> <Dockerfile> <image>" lines
+#     archive  build, then export each image as an OCI archive (cached under
+#              ~/.cache/azora/images/archives, one per image ID) and print "<image> <archive>" lines
+#     values   print the Helm values that make charts/azora use these local images
+#
+# Local image names, the one convention shared by the chart, `make images`, `make kind-up` and
+# `make kube-up`: localhost/<the chart's repository>:<AZORA_IMAGE_TAG>, e.g.
+# localhost/azora/azora-ledger:dev (buildah names "azora/azora-ledger:dev" so; docker builds
+# and archives use the full name). The chart takes them with image.registry=localhost,
+# image.tag=dev, image.pullPolicy=Never (`hack/images.sh values`). Extra local images:
+# localhost/azora/postgresql:dev (Debian PostgreSQL 15 standing in for postgres:17-alpine, for
+# the chart's dev PostgreSQL), localhost/azora/pause:dev (the local cluster's sandbox image),
+# localhost/azora/coredns:dev (the local cluster's DNS, from the binary build-tools.sh builds)
+# and, once services/model-backend/Dockerfile exists, localhost/azora/model-backend:dev.
 #
 # Storage is vfs and RUN steps use chroot isolation, which work inside containers where overlay
 # mounts and user namespaces are not available. vfs copies the whole root filesystem for every
@@ -45,6 +60,10 @@ dockerfile_of() {
         pricing) echo services/azora-pricing/Dockerfile ;;
         orchestrator) echo services/ai-orchestrator/Dockerfile ;;
         operator) echo operator/Dockerfile ;;
+        postgresql) echo hack/images/postgresql/Dockerfile ;;
+        pause) echo hack/images/pause/Dockerfile ;;
+        coredns) echo hack/images/coredns/Dockerfile ;;
+        model-backend) echo services/model-backend/Dockerfile ;;
         *) log "unknown component: $1"; return 1 ;;
     esac
 }
@@ -56,10 +75,25 @@ image_of() {
         pricing) echo "$prefix/azora-pricing:$tag" ;;
         orchestrator) echo "$prefix/ai-orchestrator:$tag" ;;
         operator) echo "$prefix/azora-operator:$tag" ;;
+        postgresql) echo "$prefix/postgresql:$tag" ;;
+        pause) echo "$prefix/pause:$tag" ;;
+        coredns) echo "$prefix/coredns:$tag" ;;
+        model-backend) echo "$prefix/model-backend:$tag" ;;
     esac
 }
 
 all_components=(enrollment ledger pricing orchestrator operator)
+# Built on request (or with `all`): the dev PostgreSQL, the pause image, the demo model backend
+# (only when its Dockerfile exists).
+extra_components=(postgresql pause)
+# CoreDNS packs the binary hack/build-tools.sh --node builds.
+bin_dir="${AZORA_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/azora/bin}"
+if [[ -x "$bin_dir/coredns" ]]; then
+    extra_components+=(coredns)
+fi
+if [[ -f "$root/services/model-backend/Dockerfile" ]]; then
+    extra_components+=(model-backend)
+fi
 
 have_image() {
     buildah "${storage_args[@]}" inspect --type image "$1" >/dev/null 2>&1
@@ -135,6 +169,17 @@ srcdir_of() {
 input_hash() {
     local component=$1 base_id=$2 dir
     dir=$(srcdir_of "$component")
+    if [[ "$dir" == hack/images/* ]]; then
+        (
+            cd "$root"
+            echo "base $base_id"
+            find "$dir" -type f -print0 | sort -z | xargs -0 sha256sum
+            if [[ "$component" == coredns ]]; then
+                sha256sum "$bin_dir/coredns" | cut -d' ' -f1
+            fi
+        ) | sha256sum | cut -d' ' -f1
+        return
+    fi
     (
         cd "$root"
         echo "base $base_id"
@@ -166,17 +211,77 @@ build_one() {
     if [[ -s "$ca" ]]; then
         extra+=(--secret "id=ca-bundle,src=$ca")
     fi
+    local context="$root" dockerfile="$root/$file" ignore=(--ignorefile "$root/hack/images.containerignore") tmp=""
+    case "$component" in
+        postgresql)
+            context="$root/hack/images/postgresql"
+            ignore=()
+            ;;
+        pause)
+            # A static binary in a FROM-scratch image: compiled here, not in a build stage.
+            command -v gcc >/dev/null || { log "gcc missing (hack/system-deps.sh installs it)"; return 1; }
+            tmp=$(mktemp -d)
+            cp "$root/hack/images/pause/Dockerfile" "$tmp/"
+            gcc -static -Os -s -o "$tmp/pause" "$root/hack/images/pause/pause.c"
+            context="$tmp"
+            dockerfile="$tmp/Dockerfile"
+            ignore=()
+            ;;
+        coredns)
+            [[ -x "$bin_dir/coredns" ]] || { log "no coredns binary: run hack/build-tools.sh --node"; return 1; }
+            tmp=$(mktemp -d)
+            cp "$root/hack/images/coredns/Dockerfile" "$tmp/"
+            cp -L "$bin_dir/coredns" "$tmp/coredns"
+            context="$tmp"
+            dockerfile="$tmp/Dockerfile"
+            ignore=()
+            ;;
+    esac
     log "building $image from $file (base $base)"
     buildah "${storage_args[@]}" bud \
         "${extra[@]}" \
         --isolation chroot \
-        --ignorefile "$root/hack/images.containerignore" \
+        "${ignore[@]}" \
         --build-arg "PYTHON_BASE=$base" \
         --annotation "io.azora.input-hash=$hash" \
-        --file "$root/$file" \
+        --file "$dockerfile" \
         --tag "$image" \
-        "$root" >&2
+        "$context" >&2
+    [[ -n "$tmp" ]] && rm -rf "$tmp"
     echo "$image"
+}
+
+# archive_one IMAGE: an OCI archive of IMAGE named localhost/IMAGE, cached by image ID.
+archive_one() {
+    local image=$1 id name dir file
+    id=$(buildah "${storage_args[@]}" inspect --type image --format '{{.FromImageID}}' "$image")
+    name="localhost/$image"
+    dir="$cache_dir/archives"
+    mkdir -p "$dir"
+    file="$dir/$(echo "${image%:*}" | tr '/' '_')-${tag}-${id:0:16}.tar"
+    if [[ ! -s "$file" ]]; then
+        # Older archives of the same image name are stale.
+        rm -f "$dir/$(echo "${image%:*}" | tr '/' '_')-${tag}-"*.tar
+        log "exporting $name to $file"
+        buildah "${storage_args[@]}" push --quiet "$image" "oci-archive:$file.tmp:$name" >&2
+        mv "$file.tmp" "$file"
+    fi
+    printf '%s %s\n' "$name" "$file"
+}
+
+print_values() {
+    cat <<VALUES
+# Helm values for the images of hack/images.sh (tag $tag), printed by \`hack/images.sh values\`.
+image:
+  registry: localhost
+  tag: "$tag"
+  pullPolicy: Never
+postgresql:
+  image:
+    registry: localhost
+    repository: $prefix/postgresql
+    tag: "$tag"
+VALUES
 }
 
 main() {
@@ -184,6 +289,9 @@ main() {
     [[ $# -gt 0 ]] && shift
     local components=("$@")
     [[ ${#components[@]} -eq 0 ]] && components=("${all_components[@]}")
+    if [[ "${components[*]}" == all ]]; then
+        components=("${all_components[@]}" "${extra_components[@]}")
+    fi
     case "$cmd" in
         list)
             for c in "${components[@]}"; do
@@ -203,8 +311,18 @@ main() {
             # Rebuilding a tag leaves the previous image dangling: 300 MB each on vfs.
             buildah "${storage_args[@]}" rmi --prune >/dev/null 2>&1 || true
             ;;
+        archive)
+            local built=() img
+            mapfile -t built < <(main build "${components[@]}")
+            for img in "${built[@]}"; do
+                archive_one "$img"
+            done
+            ;;
+        values)
+            print_values
+            ;;
         *)
-            log "usage: $0 [base|build|list] [component...]"
+            log "usage: $0 [base|build|list|archive|values] [component...|all]"
             exit 2
             ;;
     esac

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages some tests need: promtool (prometheus), buildah, shellcheck, debootstrap;
+# Debian packages some tests need: promtool (prometheus), buildah, shellcheck, debootstrap, and
+# for the real single-node cluster (`make kube-up`, tests/cluster): containerd, runc, the CNI
+# plugins (containernetworking-plugins), iptables, conntrack and a static libc (pause image);
 # with --bench also what the benchmarks use (wrk). Installs only what is missing; a no-op when
 # everything is present. Needs root (or sudo) to
 # install; without either it says what to install and fails only in CI.
@@ -10,6 +12,14 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
+    need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
+command -v conntrack >/dev/null 2>&1 || [[ -x /usr/sbin/conntrack ]] || need+=(conntrack)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[[ -e /usr/lib/x86_64-linux-gnu/libc.a || -e /usr/lib/aarch64-linux-gnu/libc.a ]] || need+=(libc6-dev)
 if [[ "${1:-}" == "--bench" ]]; then
     command -v wrk >/dev/null 2>&1 || need+=(wrk)
 fi
@@ -29,5 +39,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "[system-deps] installing: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+"${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+"${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

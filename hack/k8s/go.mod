@@ -1,5 +1,5 @@
 // Wrapper module: builds kube-apiserver, kubectl (and optionally
-// kube-controller-manager, kube-scheduler) from k8s.io/kubernetes at a
+// kube-controller-manager, kube-scheduler, kubelet, kube-proxy) from k8s.io/kubernetes at a
 // released version. k8s.io/kubernetes requires its staging modules at v0.0.0
 // and replaces them with ./staging/..., which `go install pkg@version`
 // refuses; here every staging module is pinned to the matching v0.35.x tag.
@@ -14,8 +14,10 @@ godebug default=go1.25
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-proxy
 	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubelet
 )
 
 require (

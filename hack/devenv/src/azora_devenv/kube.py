@@ -71,8 +71,14 @@ class LocalControlPlane(ServerContext):
         extra_apiserver_args: Sequence[str] = (),
         etcd_port: int | None = None,
         apiserver_port: int | None = None,
+        address: str = "127.0.0.1",
+        service_cluster_ip_range: str = SERVICE_CLUSTER_IP_RANGE,
     ) -> None:
         self.work_dir = Path(work_dir).absolute()
+        # The API server's bind and advertise address (a real node's pods must reach it, so the
+        # node launcher passes its bridge address; see azora_devenv.node).
+        self.address = address
+        self.service_cluster_ip_range = service_cluster_ip_range
         self.startup_timeout = startup_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
         self._etcd_port_request = etcd_port
@@ -100,7 +106,7 @@ class LocalControlPlane(ServerContext):
     def server(self) -> str:
         if self.apiserver_port is None:
             raise RuntimeError("control plane not started")
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -208,17 +214,17 @@ class LocalControlPlane(ServerContext):
         return str(body.get("health")) == "true"
 
     def _start_apiserver(self, apiserver_bin: Path) -> None:
-        self.apiserver_port = self._apiserver_port_request or free_port()
+        self.apiserver_port = self._apiserver_port_request or free_port(self.address)
         self._apiserver = ManagedProcess(
             "kube-apiserver",
             [
                 apiserver_bin,
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.cert_dir}",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self.service_cluster_ip_range}",
                 "--authorization-mode=RBAC",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={self.sa_pub_file}",

@@ -12,6 +12,7 @@ from pathlib import Path
 K8S_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v4.3.1"
+COREDNS_VERSION = "v1.12.4"
 
 TOOL_VERSIONS: dict[str, str] = {
     "etcd": ETCD_VERSION,
@@ -19,11 +20,23 @@ TOOL_VERSIONS: dict[str, str] = {
     "kubectl": K8S_VERSION,
     "kube-controller-manager": K8S_VERSION,
     "kube-scheduler": K8S_VERSION,
+    "kubelet": K8S_VERSION,
+    "kube-proxy": K8S_VERSION,
     "helm": HELM_VERSION,
+    "coredns": COREDNS_VERSION,
 }
 
 #: What a local control plane needs.
 CONTROL_PLANE_TOOLS: tuple[str, ...] = ("etcd", "kube-apiserver", "kubectl")
+#: What a real single-node cluster needs on top (``azora_devenv.node``, ``make kube-up``).
+NODE_TOOLS: tuple[str, ...] = (
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "helm",
+)
 
 
 class ToolNotFoundError(FileNotFoundError):
