@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
+from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep
 from azora_common.db import SessionDep
 from azora_orchestrator import service
@@ -15,9 +16,7 @@ from azora_orchestrator.proxy import Gateway
 from azora_orchestrator.routing import monotonic_to_wall
 from azora_orchestrator.schemas import (
     BackendStatus,
-    PutResult,
     RouteList,
-    RoutePut,
     RouteSpec,
     RouteStatus,
 )
@@ -36,17 +35,13 @@ async def list_routes(session: SessionDep, _: AdminDep) -> dict[str, object]:
 
 @router.put(
     "/{namespace}/{name}",
-    response_model=PutResult,
     summary="Store or replace a route (idempotent, generation-stamped)",
     responses={409: {"description": "stale generation"}, 422: {"description": "spec rejected"}},
 )
 async def put_route(
-    namespace: Namespace, name: Name, body: RoutePut, session: SessionDep, _: AdminDep
-) -> dict[str, int]:
-    revision, generation = await service.put_route(
-        session, namespace, name, generation=body.generation, uid=body.uid, raw_spec=body.spec
-    )
-    return {"revision": revision, "generation": generation}
+    namespace: Namespace, name: Name, body: ConfigPut, session: SessionDep, _: AdminDep
+) -> ConfigWritten:
+    return await service.put_route(session, namespace, name, body)
 
 
 @router.delete("/{namespace}/{name}", status_code=204, summary="Remove a route (also when absent)")

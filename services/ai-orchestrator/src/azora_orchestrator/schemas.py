@@ -149,22 +149,6 @@ class RouteSpec(_Spec):
     rate_limits: RateLimits | None = Field(default=None, alias="rateLimits")
 
 
-class RoutePut(BaseModel):
-    """``PUT /admin/v1/routes/{namespace}/{name}``; the spec is checked by the service so a bad
-    one answers 422 with a ``reason`` the operator can copy into its condition."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    generation: int = Field(ge=0, le=2**62)
-    uid: str = Field(min_length=1, max_length=128)
-    spec: dict[str, Any]
-
-
-class PutResult(BaseModel):
-    revision: int
-    generation: int
-
-
 class StoredRoute(BaseModel):
     namespace: str
     name: str

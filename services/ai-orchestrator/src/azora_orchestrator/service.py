@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_common.errors import NotFound, StaleGeneration
-from azora_common.listener import notify
+from azora_common.admin_store import (
+    ConfigPut,
+    ConfigWritten,
+    check_generation,
+    listing_item,
+    stored_config,
+)
+from azora_common.errors import NotFound
 from azora_orchestrator import repository
 from azora_orchestrator.errors import RouteRejected
 from azora_orchestrator.schemas import RouteSpec
@@ -73,26 +80,21 @@ def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "backends": backends}
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 async def put_route(
-    session: AsyncSession,
-    namespace: str,
-    name: str,
-    *,
-    generation: int,
-    uid: str,
-    raw_spec: dict[str, Any],
-) -> tuple[int, int]:
-    spec = validate_spec(raw_spec)
-    await repository.lock_route(session, namespace, name)
-    stored = await repository.get_route(session, namespace, name)
-    if stored is not None:
-        if generation < stored.generation:
-            raise StaleGeneration(
-                f"generation {generation} is older than the stored {stored.generation}",
-                stored_generation=stored.generation,
-            )
-        if generation == stored.generation and stored.spec == raw_spec and stored.uid == uid:
-            return int(stored.revision), int(stored.generation)  # replay: nothing changes
+    session: AsyncSession, namespace: str, name: str, body: ConfigPut
+) -> ConfigWritten:
+    spec = validate_spec(body.spec)
+    store = repository.ROUTES
+    await store.lock(session, namespace, name)
+    replay = check_generation(
+        stored_config(await store.get(session, namespace, name)), body, body.spec
+    )
+    if replay is not None:
+        return replay
     owner = await repository.model_owner(session, spec.model)
     if owner is not None and (owner.namespace, owner.name) != (namespace, name):
         raise RouteRejected(
@@ -100,17 +102,15 @@ async def put_route(
             f"spec.model: '{spec.model}' is already served by route {owner.namespace}/{owner.name}",
             [{"field": "spec.model", "reason": "already served by another route"}],
         )
-    revision = await repository.next_revision(session)
     try:
-        await repository.upsert_route(
+        written = await store.write(
             session,
-            namespace=namespace,
-            name=name,
-            uid=uid,
-            generation=generation,
+            namespace,
+            name,
+            body,
+            body.spec,
             model=spec.model,
-            spec=raw_spec,
-            revision=revision,
+            updated_at=datetime.now(UTC),
         )
     except IntegrityError:
         # A concurrent PUT of another route claimed the model between our check and insert.
@@ -119,33 +119,24 @@ async def put_route(
             f"spec.model: '{spec.model}' is already served by another route",
             [{"field": "spec.model", "reason": "already served by another route"}],
         ) from None
-    await notify(session, repository.ROUTES_CHANNEL, str(revision))
-    return revision, generation
+    await store.publish(session, str(written.revision))
+    return written
 
 
 async def delete_route(session: AsyncSession, namespace: str, name: str) -> None:
-    await repository.lock_route(session, namespace, name)
-    if await repository.delete_route(session, namespace, name):
-        revision = await repository.next_revision(session)
-        await notify(session, repository.ROUTES_CHANNEL, str(revision))
+    store = repository.ROUTES
+    await store.lock(session, namespace, name)
+    removed = await store.remove(session, namespace, name)
+    if removed is not None:
+        await store.publish(session, str(removed.revision))
 
 
 async def list_routes(session: AsyncSession) -> list[dict[str, Any]]:
-    return [
-        {
-            "namespace": r.namespace,
-            "name": r.name,
-            "generation": int(r.generation),
-            "uid": r.uid,
-            "revision": int(r.revision),
-            "spec": public_spec(r.spec),
-        }
-        for r in await repository.list_routes(session)
-    ]
+    return [listing_item(r, public_spec(r.spec)) for r in await repository.ROUTES.list(session)]
 
 
 async def stored_route(session: AsyncSession, namespace: str, name: str) -> Any:
-    row = await repository.get_route(session, namespace, name)
+    row = await repository.ROUTES.get(session, namespace, name)
     if row is None:
         raise NotFound(f"route {namespace}/{name} does not exist")
     return row
