@@ -4,6 +4,7 @@ with the platform middleware around them and the app's exception handlers behind
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from azora_common.errors import PROBLEM_CONTENT_TYPE
 from azora_common.fastpath import ServiceApp
@@ -68,3 +69,19 @@ async def test_body_limit_and_other_methods_still_apply(client: httpx.AsyncClien
     assert_problem(too_big, 413, "payload-too-large")
     # Not a plain route's method: the full stack answers (405, as for any route).
     assert_problem(await client.get("/v1/fast-widgets"), 405, "method-not-allowed")
+
+
+@pytest.mark.parametrize("path", ["/v1/widgets", "/v1/fast-widgets"])
+async def test_a_body_that_is_not_utf8_is_a_client_error_on_both_kinds_of_route(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Found by fuzzing: the plain routes' body reader let UnicodeDecodeError through as a 500.
+    response = await client.post(
+        path,
+        content=b'{"name": "\xff\xfe", "size": 1}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    if path == "/v1/fast-widgets":  # the plain reader also says why
+        assert "invalid UTF-8" in response.text

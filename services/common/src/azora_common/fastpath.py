@@ -85,18 +85,25 @@ async def read_body(request: Request) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body", exc.pos),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": exc.msg},
-                }
-            ],
-            body=exc.doc,
-        ) from exc
+        raise _json_invalid(exc.pos, exc.msg, exc.doc) from exc
+    except UnicodeDecodeError as exc:
+        # JSON text is UTF-8 (RFC 8259); bytes that do not decode are the client's error.
+        raise _json_invalid(exc.start, f"invalid UTF-8: {exc.reason}", None) from exc
+
+
+def _json_invalid(position: int, reason: str, doc: str | None) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ("body", position),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": reason},
+            }
+        ],
+        body=doc,
+    )
 
 
 def _errors(exc: ValidationError, prefix: tuple[str, ...]) -> list[dict[str, Any]]:
