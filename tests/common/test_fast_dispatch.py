@@ -84,4 +84,4 @@ async def test_a_body_that_is_not_utf8_is_a_client_error_on_both_kinds_of_route(
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
     if path == "/v1/fast-widgets":  # the plain reader also says why
-        assert "invalid UTF-8" in response.text
+        assert "not valid UTF-8" in response.text

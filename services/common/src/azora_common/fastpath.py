@@ -85,21 +85,22 @@ async def read_body(request: Request) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise _json_invalid(exc.pos, exc.msg, exc.doc) from exc
+        raise _json_invalid(exc.pos, "JSON decode error", exc.msg, exc.doc) from exc
     except UnicodeDecodeError as exc:
         # JSON text is UTF-8 (RFC 8259); bytes that do not decode are the client's error.
-        raise _json_invalid(exc.start, f"invalid UTF-8: {exc.reason}", None) from exc
+        reason = f"the body is not valid UTF-8 ({exc.reason})"
+        raise _json_invalid(exc.start, reason, reason, None) from exc
 
 
-def _json_invalid(position: int, reason: str, doc: str | None) -> RequestValidationError:
+def _json_invalid(position: int, msg: str, error: str, doc: str | None) -> RequestValidationError:
     return RequestValidationError(
         [
             {
                 "type": "json_invalid",
                 "loc": ("body", position),
-                "msg": "JSON decode error",
+                "msg": msg,
                 "input": {},
-                "ctx": {"error": reason},
+                "ctx": {"error": error},
             }
         ],
         body=doc,
