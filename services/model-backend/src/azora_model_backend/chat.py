@@ -99,6 +99,34 @@ class Generation:
     finish_reason: str | None = None
 
 
+def tokenizer_from_gguf(reader: GGUFReader) -> Tokenizer:
+    """The model's tokenizer, rebuilt from the vocabulary and merges stored in the GGUF."""
+    tokens = [str(t) for t in reader.fields["tokenizer.ggml.tokens"].contents()]
+    types = list(reader.fields["tokenizer.ggml.token_type"].contents())
+    merges = [
+        tuple(str(m).split(" ", 1)) for m in reader.fields["tokenizer.ggml.merges"].contents()
+    ]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[(a, b) for a, b in merges]))
+    # llama.cpp's "smollm" pre-tokenizer: every digit alone, then GPT-2's byte-level regex.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    # Token type 3 = control tokens (<|im_start|>, <|im_end|>, ...): matched whole in text.
+    tok.add_special_tokens(
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t, k in zip(tokens, types, strict=True)
+            if int(k) == 3
+        ]
+    )
+    return tok
+
+
 class ChatModel:
     def __init__(self, path: Path | None = None) -> None:
         reader = GGUFReader(path or gguf_path())
@@ -115,7 +143,7 @@ class ChatModel:
         self.context_length = int(str(meta("llama.context_length")))
         rope_base = float(str(meta("llama.rope.freq_base")))
         self.eos_id = int(str(meta("tokenizer.ggml.eos_token_id")))
-        self.tokenizer = self._tokenizer(reader)
+        self.tokenizer = tokenizer_from_gguf(reader)
         self.stop_ids = {self.eos_id, self.tokenizer.token_to_id("<|endoftext|>")}
 
         tensors = {t.name: t for t in reader.tensors}
@@ -157,33 +185,6 @@ class ChatModel:
         # One forward step at a time: numpy's BLAS already uses every core, so concurrent
         # requests interleave step by step instead of thrashing each other.
         self.lock = threading.Lock()
-
-    @staticmethod
-    def _tokenizer(reader: GGUFReader) -> Tokenizer:
-        tokens = [str(t) for t in reader.fields["tokenizer.ggml.tokens"].contents()]
-        types = list(reader.fields["tokenizer.ggml.token_type"].contents())
-        merges = [
-            tuple(str(m).split(" ", 1)) for m in reader.fields["tokenizer.ggml.merges"].contents()
-        ]
-        vocab = {tok: i for i, tok in enumerate(tokens)}
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=[(a, b) for a, b in merges]))
-        # llama.cpp's "smollm" pre-tokenizer: every digit alone, then GPT-2's byte-level regex.
-        tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-            ]
-        )
-        tok.decoder = decoders.ByteLevel()
-        # Token type 3 = control tokens (<|im_start|>, <|im_end|>, ...): matched whole in text.
-        tok.add_special_tokens(
-            [
-                AddedToken(t, special=True, normalized=False)
-                for t, k in zip(tokens, types, strict=True)
-                if int(k) == 3
-            ]
-        )
-        return tok
 
     # -- tokens ---------------------------------------------------------------------------------
 
