@@ -23,7 +23,7 @@ def _slug(response: httpx.Response) -> str:
 
 async def test_fast_route_is_first(client: httpx.AsyncClient) -> None:
     app = client.app  # type: ignore[attr-defined]
-    assert app.router.routes[0].endpoint.__module__ == "azora_enrollment.fastpath"
+    assert app.router.routes[0].endpoint.__module__ == "azora_enrollment.api"
 
 
 async def test_malformed_json_is_a_400_before_auth(client: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ import httpx
 
 from azora_enrollment.app import sweep_offers_once
 from azora_enrollment.models import ALL_STATES
-from azora_enrollment.service import API_TRANSITIONS, TRANSITIONS, transition_allowed
+from azora_enrollment.lifecycle import API_TRANSITIONS, TRANSITIONS, transition_allowed
 from tests.enrollment.helpers import clock_of, enroll, move, put_cohort, spec, status
 
 # The machine as the issue describes it, written out independently of the code.

@@ -113,9 +113,7 @@ async def cohort_analytics(
 ) -> dict[str, Any]:
     cohort = await repo.get_cohort(session, namespace, name)
     if cohort is None:
-        raise CohortNotFound(
-            f"cohort {namespace}/{name} does not exist", cohort=f"{namespace}/{name}"
-        )
+        raise CohortNotFound.of(namespace, name)
     states = await repo.state_counts(session, cohort.id)
     counts = await _history_counts(session, cohort.id)
     return {
@@ -161,7 +159,7 @@ async def platform_summary(session: AsyncSession, now: datetime) -> dict[str, An
         "time_to_seat": await _time_to_seat(session, None),
         "by_cohort": [
             {
-                "cohort": c.key,
+                "cohort": f"{c.namespace}/{c.name}",
                 "capacity": c.capacity,
                 "seats_taken": c.seats_taken,
                 "waitlisted": c.waitlisted,

@@ -1,4 +1,11 @@
-"""HTTP routes of azora-enrollment (routes only; rules live in ``service``)."""
+"""HTTP routes of azora-enrollment: routes only, each calling the service layer (``cohorts``,
+``admission``, ``lifecycle``, ``views``, ``analytics``).
+
+``POST /v1/enrollments`` is one handler, ``create_enrollment``, served as a plain route
+(``FAST_ROUTES``, installed by ``app.create_app`` through ``azora_common.fastpath``: no
+dependency solving, no middleware stack beyond the platform's) and documented from the same
+handler (``openapi_extra``).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import TypeAdapter
 from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
-from azora_common.db import SessionDep
-from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
-from azora_enrollment import analytics, service
-from azora_enrollment import repository as repo
+from azora_common.db import DatabaseDep, SessionDep, get_database
+from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
+from azora_common.idempotency import (
+    REPLAYED_HEADER,
+    IdempotencyKeyDep,
+    json_response,
+    run_idempotent,
+)
+from azora_enrollment import admission, analytics, cohorts, lifecycle, views
 from azora_enrollment.clock import Clock
 from azora_enrollment.schemas import (
     BulkIn,
@@ -31,18 +44,25 @@ from azora_enrollment.spec import NAME_PATTERN
 
 router = APIRouter()
 
+
+# --- dependencies ------------------------------------------------------------------------------
+
+
+def clock_of(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+async def _now(clock: Annotated[Clock, Depends(clock_of)]) -> datetime:
+    return clock.now()
+
+
+NowDep = Annotated[datetime, Depends(_now)]
 ReadDep = Annotated[Principal, require_scope("enrollment:read")]
 WriteDep = Annotated[Principal, require_scope("enrollment:write")]
 Namespace = Annotated[str, Path(pattern=NAME_PATTERN, max_length=253)]
 Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=253)]
 
-
-def _now(request: Request) -> datetime:
-    clock: Clock = request.app.state.clock
-    return clock.now()
-
-
-NowDep = Annotated[datetime, Depends(_now)]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Cohort or enrollment not found (problem+json)"},
     409: {"description": "Refused: window closed, full, already enrolled, invalid transition"},
@@ -61,29 +81,21 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 )
 async def put_cohort(
     namespace: Namespace, name: Name, body: CohortPut, session: SessionDep, now: NowDep, _: AdminDep
-) -> dict[str, int]:
-    return await service.put_cohort(
-        session,
-        namespace=namespace,
-        name=name,
-        generation=body.generation,
-        uid=body.uid,
-        raw_spec=body.spec,
-        now=now,
-    )
+) -> Any:
+    return await cohorts.put_cohort(session, namespace, name, body, now)
 
 
 @router.delete("/admin/v1/cohorts/{namespace}/{name}", tags=["admin"], status_code=204)
 async def delete_cohort(
     namespace: Namespace, name: Name, session: SessionDep, now: NowDep, _: AdminDep
 ) -> Response:
-    await service.delete_cohort(session, namespace, name, now)
+    await cohorts.delete_cohort(session, namespace, name, now)
     return Response(status_code=204)
 
 
 @router.get("/admin/v1/cohorts", tags=["admin"])
 async def list_cohorts(session: SessionDep, _: AdminDep) -> dict[str, Any]:
-    return {"items": await service.list_cohorts(session)}
+    return {"items": await cohorts.list_cohorts(session)}
 
 
 @router.get(
@@ -95,48 +107,68 @@ async def list_cohorts(session: SessionDep, _: AdminDep) -> dict[str, Any]:
 async def cohort_status(
     namespace: Namespace, name: Name, session: SessionDep, now: NowDep, _: AdminDep
 ) -> dict[str, Any]:
-    return await service.cohort_status(session, namespace, name, now)
+    return await views.cohort_status(session, namespace, name, now)
 
 
 # --- enrollments -------------------------------------------------------------------------------
+
+ENROLLMENT_IN: TypeAdapter[EnrollmentIn] = TypeAdapter(EnrollmentIn)
+_KEY_DOC = "Makes the request safe to retry: same key and body replay the first response."
+_ENROLLMENT_IN_SCHEMA = EnrollmentIn.model_json_schema(ref_template="#/components/schemas/{model}")
+_ENROLLMENT_IN_SCHEMA.pop("$defs", None)  # StudentIn is a component already (BulkItem's)
+# The handler takes the raw request (it is a plain route), so FastAPI cannot infer its
+# contract: this is what it generates for the dependency-based signature (body, bearer token,
+# Idempotency-Key header).
+ENROLLMENT_OPENAPI: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}],
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {
+                "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
+                "description": _KEY_DOC,
+                "title": "Idempotency-Key",
+            },
+            "description": _KEY_DOC,
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _ENROLLMENT_IN_SCHEMA}},
+    },
+}
 
 
 @router.post(
     "/v1/enrollments",
     tags=["enrollments"],
     status_code=201,
+    summary="Create Enrollment",
     response_model=EnrollmentOut,
     responses=_PROBLEMS,
+    openapi_extra=ENROLLMENT_OPENAPI,
 )
-async def create_enrollment(
-    body: EnrollmentIn,
-    session: SessionDep,
-    now: NowDep,
-    principal: WriteDep,
-    key: IdempotencyKeyDep = None,
-) -> Response:
-    namespace, name = body.cohort.split("/", 1)
-
-    async def handler() -> tuple[int, Any]:
-        view = await service.enroll(
-            session,
-            namespace=namespace,
-            name=name,
-            student=service.StudentRef(
-                body.student.id, body.student.segment, body.student.attributes
-            ),
-            now=now,
-            actor=principal.subject,
-        )
-        return 201, view
-
-    return await run_idempotent(
-        session,
-        key=key,
-        scope="POST /v1/enrollments",
-        request_body=body.model_dump(mode="json"),
-        handler=handler,
+async def create_enrollment(request: Request) -> Response:
+    # FastAPI's order: body parsed (400 when malformed), then auth, then the header and the
+    # body validated together (azora_common.fastpath).
+    raw = await read_body(request)
+    principal = authorize(request, "enrollment:write")
+    body, key = validate_request(request, raw, ENROLLMENT_IN)
+    db = await get_database(request)
+    answer = await admission.enroll(
+        db.sessionmaker, body, key, now=clock_of(request).now(), actor=principal.subject
     )
+    return Response(
+        answer.body,
+        status_code=answer.status,
+        media_type="application/json",
+        headers={REPLAYED_HEADER: "true"} if answer.replayed else None,
+    )
+
+
+FAST_ROUTES = [FastRoute("/v1/enrollments", create_enrollment, methods=["POST"])]
 
 
 @router.get(
@@ -148,7 +180,7 @@ async def create_enrollment(
 async def get_enrollment(
     enrollment_id: uuid.UUID, session: SessionDep, _: ReadDep
 ) -> dict[str, Any]:
-    return await service.get_enrollment(session, enrollment_id)
+    return await views.get_enrollment(session, enrollment_id)
 
 
 @router.get(
@@ -159,21 +191,8 @@ async def get_enrollment(
 async def enrollment_history(
     enrollment_id: uuid.UUID, session: SessionDep, _: ReadDep
 ) -> dict[str, list[HistoryEntry]]:
-    rows = await repo.history(session, enrollment_id)
-    if not rows:
-        await service.get_enrollment(session, enrollment_id)  # 404 when it does not exist
-    return {
-        "items": [
-            HistoryEntry(
-                from_state=r.from_state,
-                to_state=r.to_state,
-                actor=r.actor,
-                reason=r.reason,
-                at=r.at.isoformat(),
-            )
-            for r in rows
-        ]
-    }
+    items = await views.enrollment_history(session, enrollment_id)
+    return {"items": [HistoryEntry(**item) for item in items]}
 
 
 @router.post(
@@ -183,19 +202,19 @@ async def enrollment_history(
     responses=_PROBLEMS,
 )
 async def transition_enrollment(
-    request: Request,
     enrollment_id: uuid.UUID,
     body: TransitionIn,
+    db: DatabaseDep,
     session: SessionDep,
     now: NowDep,
     principal: WriteDep,
     key: IdempotencyKeyDep = None,
 ) -> Response:
     if body.to == "enrolled":
-        await service.expire_offer_if_due(request.app.state.db.sessionmaker, enrollment_id, now)
+        await lifecycle.expire_offer_if_due(db.sessionmaker, enrollment_id, now)
 
     async def handler() -> tuple[int, Any]:
-        view = await service.transition(
+        view = await lifecycle.transition(
             session,
             enrollment_id,
             to_state=body.to,
@@ -221,7 +240,7 @@ async def transition_enrollment(
 async def get_cohort(
     namespace: Namespace, name: Name, session: SessionDep, now: NowDep, _: ReadDep
 ) -> dict[str, Any]:
-    return await service.cohort_view(session, namespace, name, now)
+    return await views.cohort_view(session, namespace, name, now)
 
 
 @router.get(
@@ -238,10 +257,9 @@ async def list_cohort_enrollments(
     after: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    cohort = await service.require_cohort(session, namespace, name)
-    rows = await repo.list_enrollments(session, cohort.id, state, after, limit)
-    items = [service.enrollment_view(r, cohort, None) for r in rows]
-    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+    return await views.cohort_enrollments(
+        session, namespace, name, state=state, after=after, limit=limit
+    )
 
 
 @router.get(
@@ -257,13 +275,7 @@ async def cohort_waitlist(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    cohort = await service.require_cohort(session, namespace, name)
-    rows = await repo.waitlist_entries(session, cohort.id, limit, offset)
-    return {
-        "cohort": cohort.key,
-        "waitlisted": cohort.waitlisted,
-        "items": [service.enrollment_view(r, cohort, offset + i + 1) for i, r in enumerate(rows)],
-    }
+    return await views.cohort_waitlist(session, namespace, name, limit=limit, offset=offset)
 
 
 @router.post(
@@ -282,12 +294,12 @@ async def bulk_enroll(
     key: IdempotencyKeyDep = None,
 ) -> Response:
     async def handler() -> tuple[int, Any]:
-        result = await service.enroll_bulk(
+        result = await admission.enroll_bulk(
             session,
             namespace=namespace,
             name=name,
             students=[
-                service.StudentRef(i.student.id, i.student.segment, i.student.attributes)
+                admission.StudentRef(i.student.id, i.student.segment, i.student.attributes)
                 for i in body.items
             ],
             now=now,

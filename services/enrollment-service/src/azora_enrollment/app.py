@@ -8,19 +8,17 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import sqlalchemy as sa
 from fastapi import FastAPI
 
 from azora_common.app import create_service_app
 from azora_common.db import Database
-from azora_enrollment import __version__, metrics, service
+from azora_common.fastpath import install_fast_routes
+from azora_enrollment import __version__, lifecycle, metrics
 from azora_enrollment import repository as repo
 from azora_enrollment.analytics import ratio
-from azora_enrollment.api import router
+from azora_enrollment.api import FAST_ROUTES, router
 from azora_enrollment.clock import Clock
-from azora_enrollment.fastpath import install_fast_routes
-from azora_enrollment.models import cohorts
-from azora_enrollment.outbox import OutboxWorker, PaymentClient, pending_jobs
+from azora_enrollment.outbox import OutboxWorker, PaymentClient
 from azora_enrollment.settings import EnrollmentSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,24 +41,13 @@ async def _every(interval: float, name: str, work: Callable[[], Awaitable[int]])
 
 async def sweep_offers_once(db: Database, clock: Clock) -> int:
     async with db.sessionmaker() as session, session.begin():
-        return await service.sweep_expired_offers(session, clock.now())
+        return await lifecycle.sweep_expired_offers(session, clock.now())
 
 
 async def refresh_gauges(db: Database) -> int:
     async with db.sessionmaker() as session:
-        rows = (
-            await session.execute(
-                sa.select(
-                    cohorts.c.namespace,
-                    cohorts.c.name,
-                    cohorts.c.capacity,
-                    cohorts.c.seats_taken,
-                    cohorts.c.waitlisted,
-                    cohorts.c.deleted_at,
-                )
-            )
-        ).all()
-        metrics.OUTBOX_PENDING.set(await pending_jobs(session))
+        rows = await repo.cohort_gauges(session)
+        metrics.OUTBOX_PENDING.set(await repo.pending_jobs(session))
     for r in rows:
         key = f"{r.namespace}/{r.name}"
         if r.deleted_at is not None:
@@ -137,8 +124,8 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
         ],
     )
     app.state.clock = clock
-    # POST /v1/enrollments in one round trip, ahead of its FastAPI route (fastpath.py).
-    install_fast_routes(app)
+    # POST /v1/enrollments without the framework's per-request machinery (api.create_enrollment).
+    install_fast_routes(app, FAST_ROUTES)
     return app
 
 

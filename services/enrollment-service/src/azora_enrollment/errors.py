@@ -9,6 +9,10 @@ class CohortNotFound(NotFound):
     type_slug = "cohort-not-found"
     title = "Cohort not found"
 
+    @classmethod
+    def of(cls, namespace: str, name: str) -> CohortNotFound:
+        return cls(f"cohort {namespace}/{name} does not exist", cohort=f"{namespace}/{name}")
+
 
 class EnrollmentNotFound(NotFound):
     type_slug = "enrollment-not-found"

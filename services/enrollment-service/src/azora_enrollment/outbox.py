@@ -31,12 +31,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from azora_common.logs import outgoing_headers
-from azora_enrollment import metrics, service
+from azora_enrollment import lifecycle, metrics
 from azora_enrollment import repository as repo
 from azora_enrollment.clock import Clock
 from azora_enrollment.errors import UpstreamError
-from azora_enrollment.models import outbox
 from azora_enrollment.settings import EnrollmentSettings
+from azora_enrollment.spec import spec_of
 
 log = logging.getLogger("azora.enrollment.outbox")
 
@@ -225,14 +225,14 @@ class OutboxWorker:
             from_state="pending_payment",
             to_state="rejected",
             cohort_id=cohort.id,
-            actor=service.SYSTEM_PAYMENT,
+            actor=lifecycle.SYSTEM_PAYMENT,
             reason=f"payment refused: {error[:300]}",
             now=now,
         )
         cohort.seats_taken -= 1
         await repo.add_to_counters(session, cohort.id, seats=-1)
-        await service.promote(
-            session, cohort, service.spec_of(cohort), now, reason="seat freed: payment refused"
+        await lifecycle.promote(
+            session, cohort, spec_of(cohort), now, reason="seat freed: payment refused"
         )
 
     async def _charge(self, job_id: int, enrollment_id: uuid.UUID) -> str:
@@ -242,7 +242,7 @@ class OutboxWorker:
             cohort = await repo.get_cohort_by_id(session, row.cohort_id)
             assert cohort is not None
             segment = await repo.student_segment(session, row.student_id)
-        spec = service.spec_of(cohort)
+        spec = spec_of(cohort)
         now = self.clock.now()
         if row.state != "pending_payment" and row.charge_amount is None:
             # Dropped before anything was accepted: nothing to charge, nothing to undo.
@@ -341,7 +341,7 @@ class OutboxWorker:
                     from_state="pending_payment",
                     to_state="enrolled",
                     cohort_id=cohort.id,
-                    actor=service.SYSTEM_PAYMENT,
+                    actor=lifecycle.SYSTEM_PAYMENT,
                     reason=(
                         f"charge recorded in ledger transaction {transaction_id}"
                         if transaction_id
@@ -379,13 +379,3 @@ def _fill_ratio(cohort: repo.CohortRow) -> str | None:
         return None
     value = Decimal(cohort.seats_taken) / Decimal(cohort.capacity)
     return str(value.quantize(Decimal("0.0001"), ROUND_HALF_EVEN))
-
-
-async def pending_jobs(session: AsyncSession) -> int:
-    return int(
-        (
-            await session.execute(
-                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
-            )
-        ).scalar_one()
-    )

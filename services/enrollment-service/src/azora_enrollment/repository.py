@@ -8,21 +8,23 @@ row and the states of its enrollments change together and never interleave.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_common.admin_store import AdminStore
 from azora_enrollment.models import (
-    ACTIVE_STATES,
     cohort_revision_seq,
     cohorts,
     enrollment_history,
-    enrollment_queue_seq,
     enrollments,
     outbox,
     students,
@@ -104,17 +106,28 @@ async def get_cohort_by_id(session: AsyncSession, cohort_id: int) -> CohortRow |
     return _cohort(row) if row else None
 
 
-async def list_cohorts(session: AsyncSession) -> list[CohortRow]:
+async def list_cohorts(session: AsyncSession) -> Sequence[sa.Row[Any]]:
+    """Every live cohort (soft-deleted ones are not configuration any more)."""
     rows = await session.execute(
         sa.select(*_COHORT_COLUMNS)
         .where(cohorts.c.deleted_at.is_(None))
         .order_by(cohorts.c.namespace, cohorts.c.name)
     )
-    return [_cohort(r) for r in rows]
+    return rows.all()
 
 
 async def next_revision(session: AsyncSession) -> int:
     return int((await session.execute(sa.select(cohort_revision_seq.next_value()))).scalar_one())
+
+
+COHORTS_CHANNEL = "azora_enrollment_cohorts"
+# The shared generation-stamped store (lock per key, NOTIFY); the cohort's own writes below.
+cohort_store = AdminStore(
+    kind="enrollment-cohort",
+    table=cohorts,
+    next_revision=next_revision,
+    channel=COHORTS_CHANNEL,
+)
 
 
 async def insert_cohort(
@@ -175,32 +188,6 @@ async def state_counts(session: AsyncSession, cohort_id: int) -> dict[str, int]:
 # --- students ----------------------------------------------------------------------------------
 
 
-async def upsert_student(
-    session: AsyncSession,
-    student_id: str,
-    segment: str | None,
-    attributes: dict[str, Any] | None,
-    now: datetime,
-) -> str | None:
-    """Store what enrollment needs of a student; returns the segment now on record."""
-    values: dict[str, Any] = {"id": student_id, "segment": segment, "updated_at": now}
-    if attributes is not None:
-        values["attributes"] = attributes
-    update: dict[str, Any] = {"updated_at": now}
-    # An omitted segment or attributes keeps what we know; a given one replaces it.
-    if segment is not None:
-        update["segment"] = segment
-    if attributes is not None:
-        update["attributes"] = attributes
-    stmt = (
-        insert(students)
-        .values(**values)
-        .on_conflict_do_update(index_elements=[students.c.id], set_=update)
-        .returning(students.c.segment)
-    )
-    return (await session.execute(stmt)).scalar_one()  # type: ignore[no-any-return]
-
-
 async def student_segment(session: AsyncSession, student_id: str) -> str | None:
     value = (
         await session.execute(sa.select(students.c.segment).where(students.c.id == student_id))
@@ -208,69 +195,105 @@ async def student_segment(session: AsyncSession, student_id: str) -> str | None:
     return value
 
 
-async def completed_cohorts(session: AsyncSession, student_id: str, keys: list[str]) -> set[str]:
-    if not keys:
-        return set()
-    key = sa.func.concat(cohorts.c.namespace, "/", cohorts.c.name)
-    rows = await session.execute(
-        sa.select(key)
-        .select_from(enrollments.join(cohorts, cohorts.c.id == enrollments.c.cohort_id))
-        .where(
-            enrollments.c.student_id == student_id,
-            enrollments.c.state == "completed",
-            key.in_(keys),
-        )
-    )
-    return {r[0] for r in rows}
-
-
 # --- the one-statement decision ----------------------------------------------------------------
 
-_ADMIT = sa.text(
-    "SELECT * FROM enrollment_admit(:namespace, :name, :revision, :open, :student, :segment, "
-    "CAST(:attributes AS jsonb), CAST(:allowed AS text[]), CAST(:priorities AS jsonb), "
-    ":default_priority, :seat_state, :waitlist_enabled, :waitlist_capacity, :offer_mode, "
-    ":position_visible, :id, :now, :actor, :reason)"
-).bindparams(
-    sa.bindparam("attributes", type_=JSONB(none_as_null=True)),
-    sa.bindparam("allowed", type_=ARRAY(sa.Text)),
-    sa.bindparam("priorities", type_=JSONB),
-    sa.bindparam("id", type_=sa.Uuid),
-    sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+
+@dataclass(frozen=True, slots=True)
+class AdmitArgs:
+    """The arguments of ``enrollment_admit()`` (migration 0005 documents each), by name: the
+    statement below passes each field to the parameter ``p_<field>`` (named notation)."""
+
+    scope: str
+    key: str | None
+    request_hash: str | None
+    request_body: str | None  # JSON text
+    key_expired_before: datetime
+    view: str  # JSON text: the response template
+    namespace: str
+    name: str
+    revision: int
+    open: bool
+    student: str
+    segment: str | None
+    attributes: str | None  # JSON text
+    allowed_segments: list[str] | None
+    prerequisites: list[str] | None
+    priorities: str  # JSON text
+    default_priority: int
+    seat_state: str
+    waitlist_enabled: bool
+    waitlist_capacity: int | None
+    offer_mode: bool
+    position_visible: bool
+    id: uuid.UUID
+    now: datetime
+    actor: str
+    reason: str
+
+
+_JSONB = {"request_body", "view", "attributes", "priorities"}
+_ADMIT = (
+    "SELECT o_outcome, o_status, o_response::text AS o_response, o_request_hash, "
+    "o_request_body::text AS o_request_body, o_segment, o_unmet::text AS o_unmet, "
+    "o_existing_id, o_existing_state FROM enrollment_admit("
+    + ", ".join(
+        f"p_{f.name} => ${i}{'::jsonb' if f.name in _JSONB else ''}"
+        for i, f in enumerate(dataclasses.fields(AdmitArgs), 1)
+    )
+    + ")"
 )
+_admit_values = operator.attrgetter(*(f.name for f in dataclasses.fields(AdmitArgs)))
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """What ``enrollment_admit`` decided (migration 0003 documents each outcome)."""
+    """What ``enrollment_admit`` decided (migration 0005 documents each outcome)."""
 
     outcome: str
+    status: int | None
+    response: str | None  # JSON text: the enrollment (accepted) or the stored response (replay)
+    request_hash: str | None  # replay: the stored request
+    request_body: str | None
     segment: str | None
+    unmet: str | None  # JSON text: not_eligible's unmet requirements
     existing_id: uuid.UUID | None
     existing_state: str | None
-    priority: int | None
-    queue_seq: int | None
-    position: int | None
-    capacity: int | None
-    seats_taken: int | None
-    waitlisted: int | None
 
 
-async def admit(session: AsyncSession, **params: Any) -> Admission:
-    """One round trip: eligibility, duplicate check, then seat / waitlist / refusal under the
-    cohort row lock, with the row, its history entry, the counters and the payment job."""
-    row = (await session.execute(_ADMIT, params)).one()
+async def admit(session: AsyncSession, args: AdmitArgs) -> Admission:
+    """One statement: Idempotency-Key, eligibility, duplicate check, then seat / waitlist place
+    / refusal under the cohort row lock, with the row, its history entry, the counters, the
+    payment job and the stored response. A refusal is an outcome (the function undoes its own
+    writes), never an error.
+
+    Sent on the session's asyncpg connection as it is: a session that has sent nothing yet is
+    in autocommit (SQLAlchemy's adapter begins lazily, on its own first statement), so the
+    statement is its own transaction, without BEGIN and COMMIT round trips, and the session's
+    commit sends nothing. Inside a transaction (the bulk request's) it is one more statement.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    conn: asyncpg.Connection = raw.driver_connection
+    try:
+        row = await conn.fetchrow(_ADMIT, *_admit_values(args))
+    except asyncpg.PostgresError:
+        raise  # the server answered: the connection is fine
+    except BaseException:
+        # A dead socket or a cancelled call: SQLAlchemy did not see the error (we bypassed it),
+        # so tell the pool to discard this connection instead of handing it out again.
+        await connection.invalidate()
+        raise
+    assert row is not None
     return Admission(
-        outcome=row.o_outcome,
-        segment=row.o_segment,
-        existing_id=row.o_existing_id,
-        existing_state=row.o_existing_state,
-        priority=row.o_priority,
-        queue_seq=row.o_queue_seq,
-        position=row.o_position,
-        capacity=row.o_capacity,
-        seats_taken=row.o_seats_taken,
-        waitlisted=row.o_waitlisted,
+        outcome=row["o_outcome"],
+        status=row["o_status"],
+        response=row["o_response"],
+        request_hash=row["o_request_hash"],
+        request_body=row["o_request_body"],
+        segment=row["o_segment"],
+        unmet=row["o_unmet"],
+        existing_id=row["o_existing_id"],
+        existing_state=row["o_existing_state"],
     )
 
 
@@ -299,18 +322,6 @@ ENROLLMENT_COLUMNS = [
 ]
 
 
-async def find_active(session: AsyncSession, cohort_id: int, student_id: str) -> sa.Row[Any] | None:
-    return (
-        await session.execute(
-            sa.select(enrollments.c.id, enrollments.c.state).where(
-                enrollments.c.cohort_id == cohort_id,
-                enrollments.c.student_id == student_id,
-                enrollments.c.state.in_(ACTIVE_STATES),
-            )
-        )
-    ).first()
-
-
 async def get_enrollment(
     session: AsyncSession, enrollment_id: uuid.UUID, *, lock: bool = False
 ) -> sa.Row[Any] | None:
@@ -318,47 +329,6 @@ async def get_enrollment(
     if lock:
         query = query.with_for_update()
     return (await session.execute(query)).first()
-
-
-async def insert_enrollment(
-    session: AsyncSession,
-    *,
-    cohort_id: int,
-    student_id: str,
-    state: str,
-    segment: str | None,
-    priority: int,
-    now: datetime,
-    actor: str,
-    reason: str,
-) -> sa.Row[Any]:
-    enrollment_id = uuid.uuid4()
-    # One round trip: the row and its first history entry.
-    inserted = sa.insert(enrollments).values(
-        id=enrollment_id,
-        cohort_id=cohort_id,
-        student_id=student_id,
-        state=state,
-        segment=segment,
-        priority=priority,
-        queue_seq=enrollment_queue_seq.next_value(),
-        created_at=now,
-        updated_at=now,
-        waitlisted_at=now if state == "waitlisted" else None,
-        seated_at=now if state == "enrolled" else None,
-    )
-    row = (await session.execute(inserted.returning(*ENROLLMENT_COLUMNS))).one()
-    await append_history(
-        session,
-        enrollment_id=enrollment_id,
-        cohort_id=cohort_id,
-        from_state=None,
-        to_state=state,
-        actor=actor,
-        reason=reason,
-        now=now,
-    )
-    return row
 
 
 async def append_history(
@@ -452,9 +422,22 @@ async def waitlist_position(
 
 
 async def waitlist_batch(
-    session: AsyncSession, cohort_id: int, after: tuple[int, int] | None, limit: int
+    session: AsyncSession,
+    cohort_id: int,
+    after: tuple[int, int] | None,
+    limit: int,
+    *,
+    allowed_segments: list[str] | None,
+    prerequisites: list[str] | None,
 ) -> list[sa.Row[Any]]:
-    """The next waitlisted enrollments in queue order, locked (the cohort lock is held)."""
+    """The next waitlisted enrollments in queue order, locked (the cohort lock is held), each
+    with ``eligible``: the admission's own rule, ``enrollment_unmet()`` (migration 0005)."""
+    unmet = sa.func.enrollment_unmet(
+        enrollments.c.student_id,
+        students.c.segment,
+        sa.bindparam("allowed_segments", allowed_segments, type_=ARRAY(sa.Text)),
+        sa.bindparam("prerequisites", prerequisites, type_=ARRAY(sa.Text)),
+    )
     query = (
         sa.select(
             enrollments.c.id,
@@ -462,6 +445,7 @@ async def waitlist_batch(
             enrollments.c.priority,
             enrollments.c.queue_seq,
             students.c.segment,
+            (sa.func.jsonb_array_length(unmet) == 0).label("eligible"),
         )
         .join(students, students.c.id == enrollments.c.student_id)
         .where(enrollments.c.cohort_id == cohort_id, enrollments.c.state == "waitlisted")
@@ -627,5 +611,25 @@ async def outbox_jobs(session: AsyncSession, enrollment_id: uuid.UUID) -> list[s
         )
         .where(outbox.c.enrollment_id == enrollment_id)
         .order_by(outbox.c.id)
+    )
+    return list(rows.all())
+
+
+async def pending_jobs(session: AsyncSession) -> int:
+    query = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
+    return int((await session.execute(query)).scalar_one())
+
+
+async def cohort_gauges(session: AsyncSession) -> list[sa.Row[Any]]:
+    """What the per-cohort gauges show, for every cohort (deleted ones too: to remove them)."""
+    rows = await session.execute(
+        sa.select(
+            cohorts.c.namespace,
+            cohorts.c.name,
+            cohorts.c.capacity,
+            cohorts.c.seats_taken,
+            cohorts.c.waitlisted,
+            cohorts.c.deleted_at,
+        )
     )
     return list(rows.all())

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from azora_common.admin_store import ConfigPut
 from azora_enrollment.models import ALL_STATES
 from azora_enrollment.spec import COHORT_KEY_PATTERN
 
@@ -38,10 +39,10 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CohortPut(_In):
-    generation: int = Field(ge=0, le=2**62)
+class CohortPut(ConfigPut):
+    """The shared admin PUT body; a cohort always comes with its resource's uid."""
+
     uid: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    spec: dict[str, Any]
 
 
 class StudentIn(_In):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -17,6 +17,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from azora_enrollment.errors import InvalidSpec
+
+if TYPE_CHECKING:
+    from azora_enrollment.repository import CohortRow
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 COHORT_KEY_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -78,13 +81,11 @@ class WaitlistSpec(_Spec):
     def claim_window_delta(self) -> timedelta:
         return parse_duration(self.claim_window)
 
-    def priority_of(self, segment: str | None) -> int:
+    def priorities(self) -> tuple[dict[str, int], int]:
+        """Priority by segment, and the priority of every other segment (lower goes first)."""
         if self.ordering != "priority":
-            return 0
-        for rule in self.priority_rules:
-            if rule.segment == segment:
-                return rule.priority
-        return UNRULED_PRIORITY
+            return {}, 0
+        return {r.segment: r.priority for r in self.priority_rules}, UNRULED_PRIORITY
 
 
 class PricingSpec(_Spec):
@@ -173,4 +174,19 @@ def parse_spec(raw: dict[str, Any], *, namespace: str, name: str) -> CohortSpec:
         raise InvalidSpec(
             "DuplicatePriorityRule", "waitlist.priorityRules names a segment more than once"
         )
+    return spec
+
+
+_spec_cache: dict[tuple[int, int], CohortSpec] = {}
+
+
+def spec_of(cohort: CohortRow) -> CohortSpec:
+    """A stored cohort's parsed spec; cached per (cohort, revision): a revision never changes."""
+    key = (cohort.id, cohort.revision)
+    spec = _spec_cache.get(key)
+    if spec is None:
+        if len(_spec_cache) > 10_000:
+            _spec_cache.clear()
+        spec = CohortSpec.model_validate(cohort.spec)
+        _spec_cache[key] = spec
     return spec
