@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from azora_ledger.app import MIGRATIONS
-from azora_ledger.verify import verify
+from azora_ledger.verify.service import verify
 from tests.conftest import migrated_database
 from tests.support.pg import PostgresServer
 

@@ -13,7 +13,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azora_ledger import repository as repo
+from azora_ledger.repository import driver_connection
+from azora_ledger.verify import repository as verify_repo
 from tests.ledger.conftest import open_account, transfer
 
 TYPES = ["asset", "asset", "liability", "revenue"]  # index 2 may not be overdrawn
@@ -161,6 +162,6 @@ async def test_random_sequences_keep_every_invariant(
     # The verification queries see the uncommitted rows through the test's own connection.
     app = client.app  # type: ignore[attr-defined]
     async with app.state.db.sessionmaker() as session:
-        conn = await repo.driver_connection(session)
-        found = await repo.verify_queries(conn)
+        conn = await driver_connection(session)
+        found = await verify_repo.verify_queries(conn)
     assert {name: list(rows) for name, rows in found.items() if rows} == {}

@@ -414,7 +414,7 @@ async def test_large_independent_batch_with_items_rejected_under_the_locks(
 ) -> None:
     # Large enough to store its transactions before taking the write turn (speculatively):
     # items refused by the locked checks make it roll those back and plan again.
-    from azora_ledger.service import SPECULATE_FROM
+    from azora_ledger.transactions.service import SPECULATE_FROM
 
     await open_account(
         books, "liabilities:wallet", "liability", flags={"debits_must_not_exceed_credits": True}
@@ -456,7 +456,7 @@ async def test_large_batch_with_references_replays_and_refuses_like_a_small_one(
 ) -> None:
     # References keep a batch off the speculative path (see create_transactions): the same
     # answers, one transaction per reference.
-    from azora_ledger.service import SPECULATE_FROM
+    from azora_ledger.transactions.service import SPECULATE_FROM
 
     items = [
         transfer("assets:cash", "revenue:tuition", 1, reference=f"ref-{i}")
@@ -480,7 +480,7 @@ async def test_large_batch_with_references_replays_and_refuses_like_a_small_one(
 async def test_large_atomic_batch_rejected_under_the_locks_writes_nothing(
     books: httpx.AsyncClient,
 ) -> None:
-    from azora_ledger.service import SPECULATE_FROM
+    from azora_ledger.transactions.service import SPECULATE_FROM
 
     await open_account(
         books, "liabilities:wallet", "liability", flags={"debits_must_not_exceed_credits": True}

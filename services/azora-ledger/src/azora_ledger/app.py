@@ -4,48 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.models import Schema
+from pydantic import TypeAdapter
 
 from azora_common.app import create_service_app
+from azora_common.db import Database
 from azora_common.fastpath import install_fast_routes
 from azora_common.listener import libpq_url
-from azora_ledger import __version__, service
-from azora_ledger.api import FAST_ROUTES, router
-from azora_ledger.coalescer import Coalescer
+from azora_ledger import __version__
+from azora_ledger.accounts.api import router as accounts_router
 from azora_ledger.gate import WriteGate
-from azora_ledger.metrics import PENDING_OUTSTANDING
-from azora_ledger.repository import count_pending
+from azora_ledger.pending.api import router as pending_router
+from azora_ledger.pending.service import run_expirer
+from azora_ledger.reports.api import router as reports_router
+from azora_ledger.reversals.api import router as reversals_router
 from azora_ledger.settings import LedgerSettings
+from azora_ledger.transactions.api import FAST_ROUTES, REQUEST_MODELS
+from azora_ledger.transactions.api import router as transactions_router
+from azora_ledger.transactions.coalescer import Coalescer
+from azora_ledger.verify.api import router as verify_router
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-log = logging.getLogger("azora.ledger")
-
-
-async def _expire_loop(pool: asyncpg.Pool, settings: LedgerSettings) -> None:
-    """Release pending transactions whose timeout passed; refresh the outstanding gauge."""
-    last_gauge = 0.0
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                while True:
-                    async with conn.transaction():
-                        expired = await service.expire_due(conn)
-                    if expired < 100:
-                        break
-                if loop.time() - last_gauge >= settings.pending_gauge_interval_seconds:
-                    PENDING_OUTSTANDING.set(await count_pending(conn))
-                    last_gauge = loop.time()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # keep expiring after a transient database error
-            log.exception("expiring pending transactions failed")
-        await asyncio.sleep(settings.expiry_interval_seconds)
 
 
 def create_app(settings: LedgerSettings | None = None) -> FastAPI:
@@ -62,6 +48,10 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             server_settings={"application_name": settings.service_name},
         )
         app.state.ledger_pool = pool
+        # Unkeyed writers of new transactions take pooled connections from the engine
+        # (transactions.service.write_new; a test gives its own connection here).
+        db: Database = app.state.db
+        app.state.connector = db.engine
         # Every writer of new transactions passes this gate (settings.write_concurrency).
         gate = WriteGate(settings.write_concurrency, database=settings.write_gate == "database")
         app.state.write_gate = gate
@@ -76,7 +66,11 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             if settings.coalesce
             else None
         )
-        expirer = asyncio.create_task(_expire_loop(pool, settings))
+        expirer = asyncio.create_task(
+            run_expirer(
+                pool, settings.expiry_interval_seconds, settings.pending_gauge_interval_seconds
+            )
+        )
         try:
             yield
         finally:
@@ -96,7 +90,14 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             "point-in-time balances, statements and reports."
         ),
         migrations=MIGRATIONS,
-        routers=[router],
+        routers=[
+            accounts_router,
+            transactions_router,
+            pending_router,
+            reversals_router,
+            reports_router,
+            verify_router,
+        ],
         lifespan=lifespan,
         openapi_tags=[
             {"name": "accounts", "description": "Accounts, balances and statements"},
@@ -106,4 +107,42 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         ],
     )
     install_fast_routes(app, FAST_ROUTES)
+    app.openapi = _with_request_models(app.openapi, REQUEST_MODELS)  # type: ignore[method-assign]
     return app
+
+
+def _with_request_models(
+    openapi: Callable[[], dict[str, Any]], models: tuple[type[Any], ...]
+) -> Callable[[], dict[str, Any]]:
+    """The plain routes read their bodies themselves, so FastAPI does not see their models:
+    add them (and the models they refer to) to the document's components, in FastAPI's order
+    (sorted by name, the problem schema last)."""
+    done = False
+
+    def document() -> dict[str, Any]:
+        nonlocal done
+        schema = openapi()
+        if not done:
+            schemas: dict[str, Any] = schema["components"]["schemas"]
+            found: dict[str, Any] = {}
+            for model in models:
+                generated = TypeAdapter(model).json_schema(
+                    ref_template="#/components/schemas/{model}", mode="validation"
+                )
+                found.update(generated.pop("$defs", {}))
+                found[model.__name__] = generated
+            # Through FastAPI's own OpenAPI model, as it renders every other schema.
+            found = {
+                name: jsonable_encoder(Schema(**value), by_alias=True, exclude_none=True)
+                for name, value in found.items()
+            }
+            problem = schemas.pop("Problem", None)
+            merged = {**found, **schemas}
+            schemas.clear()
+            schemas.update({name: merged[name] for name in sorted(merged)})
+            if problem is not None:
+                schemas["Problem"] = problem
+            done = True
+        return schema
+
+    return document

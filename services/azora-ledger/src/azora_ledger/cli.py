@@ -14,7 +14,7 @@ from azora_common.listener import libpq_url
 from azora_common.settings import ServiceSettings
 from azora_ledger.app import MIGRATIONS
 from azora_ledger.settings import LedgerSettings
-from azora_ledger.verify import verify
+from azora_ledger.verify.service import verify
 
 
 def verify_command(args: argparse.Namespace, settings: ServiceSettings) -> int:

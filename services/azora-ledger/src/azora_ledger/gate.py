@@ -32,10 +32,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from azora_ledger.metrics import TURN_HELD, TURN_WAIT
-
-# The two-key form of advisory locks has a key space of its own (account creation uses the
-# one-key form): ("LDGR", 1) is the ledger's writers.
-_LOCK_WRITERS = "SELECT pg_advisory_xact_lock(1279543122, 1)"
+from azora_ledger.repository import lock_writers
 
 
 class WriteTurn:
@@ -57,7 +54,7 @@ class WriteTurn:
             self._held = True
         if self._database:
             # Every attempt: a rollback (a retry, a speculation undone) released it.
-            await conn.execute(_LOCK_WRITERS)
+            await lock_writers(conn)
         if not self._since:
             self._since = time.perf_counter()
             TURN_WAIT.observe(self._since - started)

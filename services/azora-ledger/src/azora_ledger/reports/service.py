@@ -10,9 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_ledger import repository as repo
+from azora_ledger.accounts import repository as accounts_repo
 from azora_ledger.domain import DEBIT_NORMAL
+from azora_ledger.reports import repository as repo
+from azora_ledger.repository import driver_connection
 
 
 async def _balances(
@@ -22,7 +25,7 @@ async def _balances(
     accounts = await repo.all_accounts(conn, currency)
     at: dict[int, tuple[int, int]] = {}
     if as_of is not None and accounts:
-        at = await repo.balance_as_of(conn, [a["id"] for a in accounts], as_of)
+        at = await accounts_repo.balance_as_of(conn, [a["id"] for a in accounts], as_of)
     out = []
     for a in accounts:
         debits, credits = at.get(a["id"], (a["posted_debits"], a["posted_credits"]))
@@ -39,8 +42,9 @@ async def _balances(
 
 
 async def trial_balance(
-    conn: asyncpg.Connection, as_of: datetime | None, currency: str | None
+    session: AsyncSession, as_of: datetime | None, currency: str | None
 ) -> dict[str, Any]:
+    conn = await driver_connection(session)
     rows = []
     totals: dict[str, dict[str, Any]] = {}
     for b in await _balances(conn, currency, as_of):
@@ -67,8 +71,9 @@ async def trial_balance(
 
 
 async def balance_sheet(
-    conn: asyncpg.Connection, as_of: datetime | None, currency: str | None
+    session: AsyncSession, as_of: datetime | None, currency: str | None
 ) -> dict[str, Any]:
+    conn = await driver_connection(session)
     per: dict[str, dict[str, Any]] = {}
     for b in await _balances(conn, currency, as_of):
         net = b["debits"] - b["credits"]
@@ -104,12 +109,13 @@ async def balance_sheet(
 
 
 async def income_statement(
-    conn: asyncpg.Connection,
+    session: AsyncSession,
     start: datetime | None,
     end: datetime | None,
     currency: str | None,
 ) -> dict[str, Any]:
     """Movement of revenue and expense accounts effective after ``start`` up to ``end``."""
+    conn = await driver_connection(session)
     later = await _balances(conn, currency, end)
     earlier = await _balances(conn, currency, start) if start is not None else None
     rows = []
@@ -141,8 +147,9 @@ async def income_statement(
 
 
 async def totals(
-    conn: asyncpg.Connection, group: str, start: datetime | None, end: datetime | None
+    session: AsyncSession, group: str, start: datetime | None, end: datetime | None
 ) -> dict[str, Any]:
+    conn = await driver_connection(session)
     rows = [
         {
             group: r["key"],

@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from azora_ledger import repository as repo
 from azora_ledger.metrics import VERIFY_LAST_RUN, VERIFY_OK, VERIFY_PROBLEMS
+from azora_ledger.verify import repository as repo
 
 CHECKS = {
     "account_totals": "account running totals equal the sum of their postings",
@@ -50,6 +50,12 @@ async def verify(conn: asyncpg.Connection) -> dict[str, Any]:
         "checks": checks,
         "duration_seconds": round(time.perf_counter() - started, 3),
     }
+
+
+async def verify_pooled(pool: asyncpg.Pool) -> dict[str, Any]:
+    """``verify`` on a connection of the service's own pool (outside any request session)."""
+    async with pool.acquire() as conn:
+        return await verify(conn)
 
 
 def _plain(value: Any) -> Any:

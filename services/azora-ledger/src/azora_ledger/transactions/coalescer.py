@@ -1,10 +1,10 @@
 """Coalesce concurrent single-transfer requests into one database transaction.
 
 Requests queue up; a few workers each take everything queued (up to ``max_batch``) and apply
-it with :func:`service.create_transactions` in one transaction. While a worker waits on the
-database, new requests gather, so batches grow with load by themselves: a hot account is locked
-once per batch, not once per transfer. Each request still gets its own outcome: one that breaks
-a rule is rejected alone, the others commit.
+it with :func:`transactions.service.create_transactions` in one transaction. While a worker
+waits on the database, new requests gather, so batches grow with load by themselves: a hot
+account is locked once per batch, not once per transfer. Each request still gets its own
+outcome: one that breaks a rule is rejected alone, the others commit.
 """
 
 from __future__ import annotations
@@ -20,14 +20,8 @@ from azora_common.errors import ProblemError
 from azora_ledger.errors import LedgerBusy
 from azora_ledger.gate import WriteGate
 from azora_ledger.metrics import RETRIES
-from azora_ledger.service import (
-    RETRYABLE,
-    Outcome,
-    TransferRequest,
-    create_transactions,
-    database_problem,
-    problem_outcome,
-)
+from azora_ledger.transactions.service import TransferRequest, create_transactions
+from azora_ledger.work import RETRYABLE, Outcome, database_problem, problem_outcome
 
 log = logging.getLogger("azora.ledger.coalescer")
 

@@ -1,0 +1,1 @@
+"""Accounts: opening, closing, balances (current and as of a time) and statements."""

@@ -1,0 +1,1 @@
+"""Pending (two-phase) transactions: post, void, expire."""

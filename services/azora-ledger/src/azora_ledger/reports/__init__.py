@@ -1,0 +1,1 @@
+"""Reports: trial balance, balance sheet, income statement, totals by category or tag."""

@@ -1,0 +1,1 @@
+"""Reversals: the mirror of a posted transaction, in full or in part."""

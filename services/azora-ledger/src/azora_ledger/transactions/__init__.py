@@ -1,0 +1,1 @@
+"""New transactions (single, coalesced, batch), their reads, and the chart of categories."""

@@ -1,0 +1,1 @@
+"""Verification: every balance recomputed from the postings, every invariant checked."""
