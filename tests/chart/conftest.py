@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,53 +76,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCon
         for crd in ("servicemonitors", "prometheusrules"):
             cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.monitoring.coreos.com")
         yield cp
-
-
-class FakeJobController:
-    """Marks every Job complete, standing in for the controller-manager + kubelet this API
-    server lacks, so Helm's hook and test Jobs finish and their ordering is exercised."""
-
-    def __init__(self, cp: LocalControlPlane) -> None:
-        self.cp = cp
-        self.completed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> FakeJobController:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            jobs = self.cp.request("GET", "/apis/batch/v1/jobs").json() or {}
-            for job in jobs.get("items", []):
-                conditions = {c["type"] for c in job.get("status", {}).get("conditions", [])}
-                if "Complete" not in conditions:
-                    self._complete(job["metadata"])
-            self._stop.wait(0.2)
-
-    def _complete(self, meta: dict[str, Any]) -> None:
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        condition = {"status": "True", "lastTransitionTime": now, "reason": "CompletionsReached"}
-        body = {
-            "status": {
-                "startTime": now,
-                "completionTime": now,
-                "succeeded": 1,
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", **condition},
-                    {"type": "Complete", **condition},
-                ],
-            }
-        }
-        path = f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs/{meta['name']}/status"
-        resp = self.cp.request("PATCH", path, body, content_type="application/merge-patch+json")
-        if resp.status == 200:
-            self.completed.append(f"{meta['namespace']}/{meta['name']}")
 
 
 def load_yaml(path: Path) -> Any:

@@ -1,10 +1,13 @@
-"""The chart against a real kube-apiserver: server-side validation of every object, a real
-`helm install` / `upgrade` / `test` (Jobs completed by a stand-in controller), tokens kept across
-upgrades, and the operator's RBAC checked with `kubectl auth can-i`."""
+"""The chart against a bare kube-apiserver (no node): server-side validation of every object,
+`helm install` / `upgrade` without hooks (nothing here would run their Jobs), tokens kept across
+upgrades, and the operator's RBAC checked with `kubectl auth can-i`.
+
+The hooks themselves (migration Jobs completed by the real Job controller, `helm test`), pods,
+probes, Pod Security admission, the operator in-cluster and `helm uninstall` run on a real node
+in tests/cluster."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from azora_devenv import LocalControlPlane
 from azora_devenv.tools import tool_path
-from tests.chart.conftest import CHART, CI_VALUES, FakeJobController, helm
+from tests.chart.conftest import CHART, CI_VALUES, helm
 
 pytestmark = pytest.mark.e2e
 
@@ -58,12 +61,6 @@ def test_every_rendered_object_passes_server_side_validation(
     assert result.stdout.count("(server dry run)") == manifest.count("\nkind: ")
 
 
-def _secret_value(cp: LocalControlPlane, namespace: str, name: str, key: str) -> str:
-    result = cp.kubectl("get", "secret", name, "-n", namespace, "-o", f"jsonpath={{.data.{key}}}")
-    assert result.returncode == 0, result.stderr
-    return base64.b64decode(result.stdout).decode()
-
-
 def _helm(cp: LocalControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     return helm(*args, env=cp.env(), timeout=240)
 
@@ -73,20 +70,16 @@ def installed(control_plane: LocalControlPlane) -> str:
     """`helm install` of the default values into namespace "azora"; returns the namespace."""
     namespace = "azora"
     _create_namespace(control_plane, namespace)
-    with FakeJobController(control_plane) as jobs:
-        _helm(
-            control_plane,
-            "install", "azora", str(CHART), "-n", namespace, "--timeout", "120s",
-            "--set", "monitoring.serviceMonitor.enabled=true",
-            "--set", "monitoring.prometheusRule.enabled=true",
-            "--set", "monitoring.dashboards.enabled=true",
-            "--set", "networkPolicy.enabled=true",
-        )  # fmt: skip
-    # The migration hooks ran (and had to finish) before the release objects were created.
-    assert sorted(jobs.completed) == sorted(
-        f"{namespace}/azora-{s}-migrate"
-        for s in ("enrollment", "ledger", "pricing", "orchestrator")
-    )
+    # --no-hooks: the hook objects (Secrets, dev PostgreSQL, migration Jobs) are not created;
+    # they are exercised on the real node (tests/cluster).
+    _helm(
+        control_plane,
+        "install", "azora", str(CHART), "-n", namespace, "--timeout", "120s", "--no-hooks",
+        "--set", "monitoring.serviceMonitor.enabled=true",
+        "--set", "monitoring.prometheusRule.enabled=true",
+        "--set", "monitoring.dashboards.enabled=true",
+        "--set", "networkPolicy.enabled=true",
+    )  # fmt: skip
     return namespace
 
 
@@ -103,46 +96,24 @@ def test_install_creates_the_release(control_plane: LocalControlPlane, installed
         assert f"servicemonitor.monitoring.coreos.com/azora-{svc}" in names
         assert f"networkpolicy.networking.k8s.io/azora-{svc}" in names
     assert "prometheusrule.monitoring.coreos.com/azora" in names
-    assert "secret/azora-tokens" in names
     assert any(n.startswith("configmap/azora-dashboard-") for n in names)
     crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
     for crd in ("pricingrules", "aimodelroutes", "enrollmentcohorts"):
         assert f"customresourcedefinition.apiextensions.k8s.io/{crd}.azora.io" in crds
 
 
-def test_tokens_are_generated_once_and_kept_across_upgrades(
-    control_plane: LocalControlPlane, installed: str
-) -> None:
-    keys = ("admin-token", "service-token", "client-token")
-    before = {k: _secret_value(control_plane, installed, "azora-tokens", k) for k in keys}
-    db_before = _secret_value(control_plane, installed, "azora-ledger-env", "DATABASE_URL")
-    assert all(len(v) == 40 for v in before.values())
-    with FakeJobController(control_plane) as jobs:
-        _helm(
-            control_plane,
-            "upgrade", "azora", str(CHART), "-n", installed, "--reuse-values",
-            "--set", "services.ledger.replicaCount=3", "--timeout", "120s",
-        )  # fmt: skip
-    assert len(jobs.completed) == 4  # pre-upgrade migrations ran again
-    after = {k: _secret_value(control_plane, installed, "azora-tokens", k) for k in keys}
-    assert after == before
-    assert _secret_value(control_plane, installed, "azora-ledger-env", "DATABASE_URL") == db_before
-    assert (
-        _secret_value(control_plane, installed, "azora-pricing-env", "ADMIN_TOKEN")
-        == (before["admin-token"])
-    )
+def test_upgrade_applies_changed_values(control_plane: LocalControlPlane, installed: str) -> None:
+    # Tokens kept across upgrades (Secrets are hooks) and the migration hooks are checked on the
+    # real node: tests/cluster/test_4_upgrade.py.
+    _helm(
+        control_plane,
+        "upgrade", "azora", str(CHART), "-n", installed, "--reuse-values", "--no-hooks",
+        "--set", "services.ledger.replicaCount=3", "--timeout", "120s",
+    )  # fmt: skip
     replicas = control_plane.kubectl(
         "get", "deploy", "azora-ledger", "-n", installed, "-o", "jsonpath={.spec.replicas}"
     ).stdout
     assert replicas == "3"
-
-
-def test_helm_test_runs_the_readyz_job(control_plane: LocalControlPlane, installed: str) -> None:
-    with FakeJobController(control_plane) as jobs:
-        result = _helm(control_plane, "test", "azora", "-n", installed, "--timeout", "120s")
-    assert f"{installed}/azora-test-readyz" in jobs.completed
-    assert "azora-test-readyz" in result.stdout
-    assert "Succeeded" in result.stdout
 
 
 OPERATOR = "system:serviceaccount:azora:azora-operator"
@@ -216,10 +187,10 @@ def test_operator_cannot_do_more(
 def test_uninstall_removes_the_release_objects(
     control_plane: LocalControlPlane, installed: str
 ) -> None:
-    # Last in this module (pytest keeps file order): uninstall, check, nothing left behind but
-    # the hook-created Secrets and dev database that docs/deploy.md says to delete by label.
+    # Last in this module (pytest keeps file order). Installed without hooks, so no hook object
+    # (dev PostgreSQL, Secrets) is left either; tests/cluster checks that on a real install.
     _helm(control_plane, "uninstall", "azora", "-n", installed, "--timeout", "60s")
     left = control_plane.kubectl("get", "deploy,svc,servicemonitor", "-n", installed, "-o", "name")
-    assert left.stdout.split() == ["service/azora-postgresql"]
+    assert left.stdout.split() == []
     assert control_plane.kubectl("get", "clusterrole", "azora-operator").returncode != 0
     assert tool_path("kubectl").exists()

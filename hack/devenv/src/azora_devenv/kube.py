@@ -73,12 +73,16 @@ class LocalControlPlane(ServerContext):
         apiserver_port: int | None = None,
         address: str = "127.0.0.1",
         service_cluster_ip_range: str = SERVICE_CLUSTER_IP_RANGE,
+        service_account_admission: bool = False,
     ) -> None:
         self.work_dir = Path(work_dir).absolute()
         # The API server's bind and advertise address (a real node's pods must reach it, so the
         # node launcher passes its bridge address; see azora_devenv.node).
         self.address = address
         self.service_cluster_ip_range = service_cluster_ip_range
+        # With a real controller-manager (azora_devenv.node) pods get their ServiceAccount
+        # tokens through the ServiceAccount admission plugin; without one it stays disabled.
+        self.service_account_admission = service_account_admission
         self.startup_timeout = startup_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
         self._etcd_port_request = etcd_port
@@ -231,7 +235,11 @@ class LocalControlPlane(ServerContext):
                 f"--service-account-signing-key-file={self.sa_key_file}",
                 f"--token-auth-file={self.token_file}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                *(
+                    []
+                    if self.service_account_admission
+                    else ["--disable-admission-plugins=ServiceAccount"]
+                ),
                 "--profiling=false",
                 *self.extra_apiserver_args,
             ],

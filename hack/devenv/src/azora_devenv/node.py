@@ -296,10 +296,8 @@ class LocalCluster(ServerContext):
             startup_timeout=startup_timeout,
             address=GATEWAY,
             service_cluster_ip_range=SERVICE_CIDR,
+            service_account_admission=True,
             extra_apiserver_args=[
-                "--authorization-mode=Node,RBAC",
-                # Real pods: the ServiceAccount admission plugin mounts their tokens.
-                "--disable-admission-plugins=",
                 f"--kubelet-client-certificate={self.pki_dir / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={self.pki_dir / 'apiserver-kubelet-client.key'}",
                 "--kubelet-preferred-address-types=InternalIP",
