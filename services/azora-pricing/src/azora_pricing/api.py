@@ -9,14 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep, Principal, require_scope
 from azora_common.db import Database, SessionDep, unit_of_work
-from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
+from azora_common.fastpath import (
+    FastRoute,
+    authorize,
+    plain_route_openapi,
+    read_body,
+    validate_request,
+)
 from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
-from azora_pricing import repository
 from azora_pricing.quote_writer import QuoteWriter, store_alone
 from azora_pricing.schemas import (
     NAME_PATTERN,
@@ -76,35 +80,24 @@ async def list_products(
 # --- quotes ---------------------------------------------------------------------------------
 
 
-@router.post("/v1/quotes", tags=["quotes"], status_code=201)
-async def create_quote(
-    body: QuoteIn, request: Request, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
-) -> Response:
-    """Price a basket with a full trace; the price is held until ``expires_at``."""
-    service = _service(request)
-
-    async def handler() -> tuple[int, Any]:
-        return 201, await service.create_quote(session, body)
-
-    return await run_idempotent(
-        session,
-        key=key,
-        scope="POST /v1/quotes",
-        request_body=body.model_dump(mode="json"),
-        handler=handler,
-    )
-
-
 QUOTE_IN: TypeAdapter[QuoteIn] = TypeAdapter(QuoteIn)
 
 
-async def create_quote_fast(request: Request) -> Response:
-    """``POST /v1/quotes`` as a plain route (see fastpath.py); same answers as ``create_quote``.
-
-    Same order as FastAPI: body parsed (400 when malformed), then auth, then the header and the
-    body validated together. A quote without codes or Idempotency-Key is priced and stored in
-    one statement; anything else (or a stale snapshot, or a rejection) runs the FastAPI route's
-    code on a session, unchanged.
+@router.post(
+    "/v1/quotes",
+    tags=["quotes"],
+    status_code=201,
+    summary="Create Quote",
+    description="Price a basket with a full trace; the price is held until ``expires_at``.",
+    responses={422: {"description": "Validation Error"}},
+    openapi_extra=plain_route_openapi("QuoteIn"),
+)
+async def create_quote(request: Request) -> Response:
+    """A plain route (azora_common.fastpath): the body is parsed (400 when malformed), then the
+    token checked, then the header and the body validated together, as FastAPI would. A quote
+    without codes or Idempotency-Key is priced and stored without a session (the quote writer
+    batches concurrent ones into one INSERT); anything else, or a stale snapshot, or a value
+    the database refuses, is priced again on a session and stored idempotently.
     """
     raw = await read_body(request)
     authorize(request, "pricing:write")
@@ -112,7 +105,8 @@ async def create_quote_fast(request: Request) -> Response:
     service = _service(request)
     db: Database = request.app.state.db
     if key is None and not body.codes:
-        encoded = await _quote_without_session(request, db, service, body)
+        writer: QuoteWriter | None = request.app.state.quote_writer
+        encoded = await _store_without_session(db, writer, service, body)
         if encoded is not None:
             return Response(encoded, status_code=201, media_type="application/json")
     # The request is the unit of work, as with SessionDep: committed before the response.
@@ -131,33 +125,23 @@ async def create_quote_fast(request: Request) -> Response:
     return response
 
 
-async def _quote_without_session(
-    request: Request, db: Database, service: PricingService, body: QuoteIn
+async def _store_without_session(
+    db: Database, writer: QuoteWriter | None, service: PricingService, body: QuoteIn
 ) -> bytes | None:
-    bind = db.sessionmaker.kw.get("bind")
-    if isinstance(bind, AsyncEngine):
-        writer: QuoteWriter | None = request.app.state.quote_writer
-        if writer is not None:
-            # No session, no transaction: the writer stores the quote together with the others
-            # priced meanwhile (one autocommitted INSERT) and answers once it is committed.
-            return await service.create_quote_fast(body, writer.store)
-        # Writer off: a pooled connection, the same statement for this quote alone (no
-        # transaction to begin or commit; the pool's reset on return is a no-op).
-        async with bind.connect() as conn:
-            raw = await conn.get_raw_connection()
-            return await service.create_quote_fast(
-                body, functools.partial(store_alone, raw.driver_connection)
-            )
-    # Sessions bound to something else (tests join them to one outer transaction): through a
-    # session, so the INSERT lands in that transaction.
-    async with unit_of_work(db) as session:
-        conn = await repository.driver_connection(session)
+    if writer is not None:
+        # No session, no transaction: the writer stores the quote together with the others
+        # priced meanwhile (one autocommitted INSERT) and answers once it is committed.
+        return await service.create_quote_fast(body, writer.store)
+    # Writer off: a pooled connection, the same statement for this quote alone (no
+    # transaction to begin or commit; the pool's reset on return is a no-op).
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
         return await service.create_quote_fast(
-            body, functools.partial(repository.insert_quote_if_current, conn)
+            body, functools.partial(store_alone, raw.driver_connection)
         )
 
 
-FAST_ROUTES = [FastRoute("/v1/quotes", create_quote_fast, methods=["POST"])]
+FAST_ROUTES = [FastRoute("/v1/quotes", create_quote, methods=["POST"])]
 
 
 @router.get("/v1/quotes/{quote_id}", tags=["quotes"])

@@ -133,6 +133,48 @@ def validate_request(request: Request, body: Any, adapter: TypeAdapter[T]) -> tu
     return value, key
 
 
+IDEMPOTENCY_KEY_DOC = (
+    "Makes the request safe to retry: same key and body replay the first response."
+)
+
+
+def plain_route_openapi(body_schema: str, *, idempotent: bool = True) -> dict[str, Any]:
+    """The OpenAPI operation fields of a plain route's one handler (``openapi_extra``).
+
+    A plain endpoint takes the raw request, so FastAPI cannot infer its contract from the
+    signature; this is what it generates for the dependency-based one (bearer security, the
+    optional ``Idempotency-Key`` header, a JSON body of the named component schema, which some
+    other route or model must already put in the document's components).
+    """
+    operation: dict[str, Any] = {
+        "security": [{"HTTPBearer": []}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}
+            },
+        },
+    }
+    if idempotent:
+        operation["parameters"] = [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {
+                    "anyOf": [
+                        {"type": "string", "minLength": 1, "maxLength": 255},
+                        {"type": "null"},
+                    ],
+                    "description": IDEMPOTENCY_KEY_DOC,
+                    "title": "Idempotency-Key",
+                },
+                "description": IDEMPOTENCY_KEY_DOC,
+            }
+        ]
+    return operation
+
+
 class FastRoute(Route):
     """A plain route that records itself in the scope, as FastAPI's routes do, so the metrics
     middleware labels it by template without searching the routing table again."""
@@ -223,6 +265,7 @@ __all__ = [
     "ServiceApp",
     "authorize",
     "install_fast_routes",
+    "plain_route_openapi",
     "read_body",
     "validate_request",
 ]
