@@ -107,3 +107,76 @@ async def balance(client: httpx.AsyncClient, code: str) -> dict[str, Any]:
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     return body
+
+
+@pytest.fixture
+async def books(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    await open_account(client, "assets:cash")
+    await open_account(client, "revenue:tuition", "revenue")
+    await open_account(client, "assets:usd", currency="USD")
+    await open_account(client, "equity:usd", "equity", currency="USD")
+    return client
+
+
+async def snapshot(client: httpx.AsyncClient) -> list[Any]:
+    accounts = (await client.get("/v1/accounts")).json()["items"]
+    txs = (await client.get("/v1/transactions")).json()["items"]
+    return [[(a["code"], a["version"], a["balances"]) for a in accounts], [t["id"] for t in txs]]
+
+
+@pytest.fixture
+async def wallet(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    # A student wallet (liability) that may not go negative, funded with 1000.
+    await open_account(client, "assets:bank")
+    await open_account(
+        client,
+        "liabilities:wallet",
+        "liability",
+        flags={"debits_must_not_exceed_credits": True},
+    )
+    await open_account(client, "revenue:courses", "revenue")
+    resp = await client.post(
+        "/v1/transactions", json=transfer("assets:bank", "liabilities:wallet", 1000)
+    )
+    assert resp.status_code == 201
+    return client
+
+
+CUR = "RPT_TEST"  # a custom asset: nothing else in the database uses it
+
+
+@pytest.fixture
+async def fixture_books(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    for code, type_ in [
+        ("r:assets:bank", "asset"),
+        ("r:assets:receivables", "asset"),
+        ("r:liabilities:deferred", "liability"),
+        ("r:equity:capital", "equity"),
+        ("r:revenue:tuition", "revenue"),
+        ("r:expenses:rent", "expense"),
+    ]:
+        await open_account(client, code, type_, currency=CUR, scale=2)
+    entries = [
+        ("r:assets:bank", "r:equity:capital", 100_000, "2026-01-01T09:00:00Z", "opening-balance"),
+        ("r:assets:receivables", "r:revenue:tuition", 30_000, "2026-01-10T12:00:00Z", "tuition"),
+        ("r:assets:bank", "r:assets:receivables", 20_000, "2026-01-20T12:00:00Z", "payment"),
+        ("r:expenses:rent", "r:assets:bank", 15_000, "2026-02-01T08:00:00Z", "fee"),
+        ("r:assets:bank", "r:liabilities:deferred", 5_000, "2026-02-03T08:00:00Z", "deposit"),
+        # Backdated: recorded last, effective in January.
+        ("r:assets:receivables", "r:revenue:tuition", 7_000, "2026-01-15T00:00:00Z", "tuition"),
+    ]
+    for debit, credit, amount, at, category in entries:
+        resp = await client.post(
+            "/v1/transactions",
+            json=transfer(
+                debit,
+                credit,
+                amount,
+                CUR,
+                effective_at=at,
+                category=category,
+                tags=["fixture", category],
+            ),
+        )
+        assert resp.status_code == 201, resp.text
+    return client

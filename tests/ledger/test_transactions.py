@@ -7,68 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ledger.conftest import balance, open_account, transfer
+from tests.ledger.conftest import balance, open_account, snapshot, transfer
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def books(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    await open_account(client, "assets:cash")
-    await open_account(client, "revenue:tuition", "revenue")
-    await open_account(client, "assets:usd", currency="USD")
-    await open_account(client, "equity:usd", "equity", currency="USD")
-    return client
-
-
-async def snapshot(client: httpx.AsyncClient) -> list[Any]:
-    accounts = (await client.get("/v1/accounts")).json()["items"]
-    txs = (await client.get("/v1/transactions")).json()["items"]
-    return [[(a["code"], a["version"], a["balances"]) for a in accounts], [t["id"] for t in txs]]
-
-
-async def test_account_created_and_duplicate_code_conflicts(client: httpx.AsyncClient) -> None:
-    created = await open_account(
-        client, "liabilities:students:42", "liability", name="Student 42", metadata={"id": 42}
-    )
-    assert created["scale"] == 2
-    assert created["balances"]["available"] == 0
-    again = await client.post(
-        "/v1/accounts",
-        json={"code": "liabilities:students:42", "type": "liability", "currency": "EUR"},
-    )
-    assert again.status_code == 409
-    assert again.headers["content-type"] == PROBLEM
-    assert again.json()["type"].endswith("/account-exists")
-
-
-@pytest.mark.parametrize(
-    ("currency", "scale", "status", "expected_scale"),
-    [
-        ("JPY", None, 201, 0),
-        ("KWD", None, 201, 3),
-        ("EUR", 3, 422, None),
-        ("POINTS", 0, 201, 0),
-        ("POINTS", None, 422, None),
-        ("XYZ", 2, 422, None),
-    ],
-)
-async def test_account_currency_scale(
-    client: httpx.AsyncClient,
-    currency: str,
-    scale: int | None,
-    status: int,
-    expected_scale: int | None,
-) -> None:
-    body: dict[str, Any] = {"code": f"assets:{currency}", "type": "asset", "currency": currency}
-    if scale is not None:
-        body["scale"] = scale
-    resp = await client.post("/v1/accounts", json=body)
-    assert resp.status_code == status, resp.text
-    if status == 201:
-        assert resp.json()["scale"] == expected_scale
-    else:
-        assert resp.json()["errors"][0]["field"] in {"currency", "scale"}
 
 
 async def test_reference_replays_original_and_refuses_other_body(books: httpx.AsyncClient) -> None:
@@ -266,26 +207,6 @@ async def test_malformed_json_is_400(books: httpx.AsyncClient) -> None:
     assert resp.status_code == 400
     assert resp.json()["type"].endswith("/malformed-json")
     assert await snapshot(books) == before
-
-
-async def test_closed_account_takes_no_postings(books: httpx.AsyncClient) -> None:
-    await open_account(books, "assets:old")
-    closed = await books.post("/v1/accounts/assets:old/close")
-    assert closed.status_code == 200
-    assert closed.json()["closed"] is True
-    before = await snapshot(books)
-    resp = await books.post("/v1/transactions", json=transfer("assets:old", "revenue:tuition", 5))
-    assert resp.status_code == 422
-    assert resp.json()["type"].endswith("/account-closed")
-    assert resp.json()["errors"][0]["field"] == "postings[0].account"
-    assert await snapshot(books) == before
-
-
-async def test_close_refuses_an_account_with_a_balance(books: httpx.AsyncClient) -> None:
-    await books.post("/v1/transactions", json=transfer("assets:cash", "revenue:tuition", 5))
-    resp = await books.post("/v1/accounts/assets:cash/close")
-    assert resp.status_code == 409
-    assert resp.json()["type"].endswith("/account-not-empty")
 
 
 async def test_writes_need_the_write_scope(books: httpx.AsyncClient) -> None:
@@ -499,3 +420,20 @@ async def test_large_atomic_batch_rejected_under_the_locks_writes_nothing(
     ok = await books.post("/v1/transactions:batch", json={"mode": "atomic", "transactions": items})
     assert ok.status_code == 201, ok.text
     assert (await balance(books, "assets:cash"))["posted"]["balance"] == len(items)
+
+
+async def test_overdraft_limit(client: httpx.AsyncClient) -> None:
+    await open_account(client, "assets:card", "asset")
+    await open_account(
+        client, "liabilities:credit-line", "liability", flags={"overdraft_limit": 500}
+    )
+    ok = await client.post(
+        "/v1/transactions", json=transfer("liabilities:credit-line", "assets:card", 500)
+    )
+    assert ok.status_code == 201
+    assert (await balance(client, "liabilities:credit-line"))["available"] == -500
+    over = await client.post(
+        "/v1/transactions", json=transfer("liabilities:credit-line", "assets:card", 1)
+    )
+    assert over.status_code == 422
+    assert over.json()["constraint"] == "overdraft_limit"
