@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from azora_enrollment.clock import Clock
+from azora_enrollment.models import cohorts, enrollment_history, enrollments
 from tests.conftest import ADMIN_TOKEN
 from tests.support.apps import bearer
 
@@ -85,3 +89,46 @@ def clock_of(app: FastAPI) -> Clock:
 
 def iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
+
+
+def outcome(result: dict[str, Any]) -> str:
+    if result["_status"] == 201:
+        return str(result["state"])
+    return str(result["type"].rsplit("/", 1)[1])
+
+
+async def counters_match_rows(app: FastAPI, ns: str, name: str) -> dict[str, int]:
+    """The cohort's counters equal what its enrollment rows say; returns the state counts."""
+    async with app.state.db.sessionmaker() as session:
+        cohort = (
+            await session.execute(
+                sa.select(cohorts).where(cohorts.c.namespace == ns, cohorts.c.name == name)
+            )
+        ).one()
+        rows = await session.execute(
+            sa.select(enrollments.c.state, sa.func.count())
+            .where(enrollments.c.cohort_id == cohort.id)
+            .group_by(enrollments.c.state)
+        )
+        counts = {s: int(n) for s, n in rows}
+    held = sum(counts.get(s, 0) for s in ("enrolled", "pending_payment", "offered", "completed"))
+    assert cohort.seats_taken == held
+    assert cohort.waitlisted == counts.get("waitlisted", 0)
+    if cohort.capacity is not None:
+        assert cohort.seats_taken <= cohort.capacity
+    return counts
+
+
+async def promotions_per_enrollment(app: FastAPI, ns: str, name: str) -> Counter[uuid.UUID]:
+    async with app.state.db.sessionmaker() as session:
+        rows = await session.execute(
+            sa.select(enrollment_history.c.enrollment_id)
+            .join(cohorts, cohorts.c.id == enrollment_history.c.cohort_id)
+            .where(
+                cohorts.c.namespace == ns,
+                cohorts.c.name == name,
+                enrollment_history.c.from_state == "waitlisted",
+                enrollment_history.c.to_state != "dropped",
+            )
+        )
+        return Counter(r[0] for r in rows)
