@@ -12,6 +12,11 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+# podman runs the compose files in the tests (netavark + aardvark-dns: its network backend with
+# DNS, so compose services reach each other by name).
+command -v podman >/dev/null 2>&1 || need+=(podman)
+[[ -x /usr/lib/podman/netavark ]] || need+=(netavark)
+[[ -x /usr/lib/podman/aardvark-dns ]] || need+=(aardvark-dns)
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
