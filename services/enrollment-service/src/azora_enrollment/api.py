@@ -19,7 +19,13 @@ from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
 from azora_common.db import DatabaseDep, SessionDep, get_database
-from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
+from azora_common.fastpath import (
+    FastRoute,
+    authorize,
+    plain_route_openapi,
+    read_body,
+    validate_request,
+)
 from azora_common.idempotency import (
     REPLAYED_HEADER,
     IdempotencyKeyDep,
@@ -113,32 +119,13 @@ async def cohort_status(
 # --- enrollments -------------------------------------------------------------------------------
 
 ENROLLMENT_IN: TypeAdapter[EnrollmentIn] = TypeAdapter(EnrollmentIn)
-_KEY_DOC = "Makes the request safe to retry: same key and body replay the first response."
-_ENROLLMENT_IN_SCHEMA = EnrollmentIn.model_json_schema(ref_template="#/components/schemas/{model}")
-_ENROLLMENT_IN_SCHEMA.pop("$defs", None)  # StudentIn is a component already (BulkItem's)
-# The handler takes the raw request (it is a plain route), so FastAPI cannot infer its
-# contract: this is what it generates for the dependency-based signature (body, bearer token,
-# Idempotency-Key header).
-ENROLLMENT_OPENAPI: dict[str, Any] = {
-    "security": [{"HTTPBearer": []}],
-    "parameters": [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "schema": {
-                "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
-                "description": _KEY_DOC,
-                "title": "Idempotency-Key",
-            },
-            "description": _KEY_DOC,
-        }
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _ENROLLMENT_IN_SCHEMA}},
-    },
-}
+# The shared operation fields of a plain route (bearer security, Idempotency-Key), with the body
+# schema inline: no other route or model puts EnrollmentIn in the components (StudentIn is one
+# already, BulkItem's).
+ENROLLMENT_OPENAPI = plain_route_openapi("EnrollmentIn")
+_BODY_SCHEMA = EnrollmentIn.model_json_schema(ref_template="#/components/schemas/{model}")
+_BODY_SCHEMA.pop("$defs", None)
+ENROLLMENT_OPENAPI["requestBody"]["content"]["application/json"]["schema"] = _BODY_SCHEMA
 
 
 @router.post(
