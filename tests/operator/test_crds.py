@@ -233,6 +233,104 @@ REJECTIONS = [
         "should match '^[A-Z]{3}$'",
         id="rule-currency",
     ),
+    # Bounds the services enforce, stated where kubectl apply reports them.
+    pytest.param(
+        _cohort(refundWindow="99999999999999999999h"),
+        "spec.refundWindow: Invalid value",
+        id="cohort-refund-window-overflow",
+    ),
+    pytest.param(
+        _cohort(refundWindow="9000h"),
+        "refundWindow must be at most 8760h",
+        id="cohort-refund-window-long",
+    ),
+    pytest.param(
+        _cohort(waitlist={"enabled": True, "mode": "offer", "claimWindow": "30s"}),
+        "waitlist.claimWindow must be between 1m and 720h",
+        id="cohort-claim-window-short",
+    ),
+    pytest.param(
+        _cohort(capacity=2**31),
+        "spec.capacity: Invalid value",
+        id="cohort-capacity-int32",
+    ),
+    pytest.param(
+        _cohort(
+            waitlist={
+                "enabled": True,
+                "ordering": "priority",
+                "priorityRules": [
+                    {"segment": "a", "priority": 1},
+                    {"segment": "a", "priority": 2},
+                ],
+            }
+        ),
+        "Duplicate value",
+        id="cohort-priority-segment-twice",
+    ),
+    pytest.param(
+        _cohort(eligibility={"prerequisites": ["ns/a", "ns/a"]}),
+        "Duplicate value",
+        id="cohort-prerequisite-twice",
+    ),
+    pytest.param(
+        _route([{**B, "name": "a", "timeouts": {"total": "99999h"}}]),
+        "timeouts.total must be greater than 0 and at most 1h",
+        id="route-timeout-long",
+    ),
+    pytest.param(
+        _route([{**B, "name": "a", "timeouts": {"connect": "0s"}}]),
+        "timeouts.connect must be greater than 0 and at most 1h",
+        id="route-timeout-zero",
+    ),
+    pytest.param(
+        _route([{**B, "name": "a"}], retry={"perTryTimeout": "2h"}),
+        "retry.perTryTimeout must be greater than 0 and at most 1h",
+        id="route-per-try-long",
+    ),
+    pytest.param(
+        _route([{"name": "a", "url": "http://b:99999/v1"}]),
+        "backend url port must be between 1 and 65535",
+        id="route-url-port",
+    ),
+    pytest.param(
+        _route([{**B, "name": "a", "headers": {"AUTHORIZATION": "Bearer x"}}]),
+        "backend headers must not carry credentials",
+        id="route-authorization-header",
+    ),
+    pytest.param(
+        _rule(
+            {
+                "demandCurve": {
+                    "points": [
+                        {"fill": "0.8", "multiplier": "1.5"},
+                        {"fill": "0.2", "multiplier": "1.1"},
+                    ]
+                }
+            }
+        ),
+        "demandCurve points must be in strictly increasing fill order",
+        id="rule-curve-unsorted",
+    ),
+    pytest.param(
+        _rule(
+            {
+                "demandCurve": {
+                    "points": [
+                        {"fill": "0.5", "multiplier": "1.5"},
+                        {"fill": "0.50", "multiplier": "1.1"},
+                    ]
+                }
+            }
+        ),
+        "demandCurve points must be in strictly increasing fill order",
+        id="rule-curve-repeated-fill",
+    ),
+    pytest.param(
+        _rule({"percentOff": "5"}, target={"maxQuantity": 2**31}),
+        "spec.target.maxQuantity: Invalid value",
+        id="rule-quantity-int32",
+    ),
 ]
 
 

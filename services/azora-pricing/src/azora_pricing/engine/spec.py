@@ -50,8 +50,12 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+
 class MoneySpec(_Spec):
-    amount: int
+    amount: int = Field(le=MAX_INT64)
     currency: str
 
 
@@ -61,10 +65,10 @@ class TargetSpec(_Spec):
     segments: list[str] | None = None
     cohorts: list[str] | None = None
     currencies: list[str] | None = None
-    minQuantity: int | None = None
-    maxQuantity: int | None = None
-    minAmount: int | None = None
-    maxAmount: int | None = None
+    minQuantity: int | None = Field(default=None, le=MAX_INT32)
+    maxQuantity: int | None = Field(default=None, le=MAX_INT32)
+    minAmount: int | None = Field(default=None, le=MAX_INT64)
+    maxAmount: int | None = Field(default=None, le=MAX_INT64)
 
 
 class WindowSpec(_Spec):
@@ -106,8 +110,8 @@ class CapsSpec(_Spec):
 
 class PromotionSpec(_Spec):
     code: str
-    maxRedemptions: int | None = None
-    perCustomerLimit: int | None = None
+    maxRedemptions: int | None = Field(default=None, le=MAX_INT64)
+    perCustomerLimit: int | None = Field(default=None, le=MAX_INT32)
     firstPurchaseOnly: bool = False
     minAmount: MoneySpec | None = None
 
