@@ -21,6 +21,7 @@ from tests.operator.kube import (
     OperatorProcess,
     kubectl_ok,
     sa_kubeconfig,
+    unique,
 )
 from tests.support.pg import PostgresServer
 from tests.support.require import require_tools
@@ -135,3 +136,11 @@ def operator(
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def ns(kube: LocalControlPlane) -> str:
+    """A fresh namespace for one test's resources."""
+    name = unique("op")
+    kubectl_ok(kube, "create", "namespace", name)
+    return name

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from azora_devenv import LocalControlPlane, ManagedProcess, free_port
-from tests.support.services import ADMIN_TOKEN, venv_script
+from tests.support.services import ADMIN_TOKEN, ServiceProcess, venv_script
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
@@ -57,6 +57,15 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what or probe}; last={last!r}")
+
+
+# Each kind's admin plural and the test service that owns it.
+ADMIN = {"PricingRule": "pricing-rules", "AIModelRoute": "routes", "EnrollmentCohort": "cohorts"}
+SERVICE = {
+    "PricingRule": "pricing",
+    "AIModelRoute": "orchestrator",
+    "EnrollmentCohort": "enrollment",
+}
 
 
 def plural_of(kind: str) -> str:
@@ -141,6 +150,34 @@ def admin_request(
     except urllib.error.HTTPError as err:
         raw = err.read()
         return err.code, json.loads(raw) if raw else None
+
+
+def stored(
+    services: dict[str, ServiceProcess], kind: str, ns: str, name: str
+) -> dict[str, Any] | None:
+    """What the owning service holds for one resource (its admin list), or ``None``."""
+    status, body = admin_request(services[SERVICE[kind]].url, "GET", f"/admin/v1/{ADMIN[kind]}")
+    assert status == 200, body
+    assert body is not None
+    for item in body["items"]:
+        if item["namespace"] == ns and item["name"] == name:
+            return dict(item)
+    return None
+
+
+def event_reasons(kube: LocalControlPlane, ns: str, name: str) -> list[str]:
+    out = kubectl_ok(
+        kube,
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+    )
+    return [e["reason"] for e in json.loads(out)["items"]]
 
 
 def sa_kubeconfig(kube: LocalControlPlane, path: Path) -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import kopf
 
-from azora_common.logs import configure_logging
-from azora_operator.handlers import build_registry
+from azora_operator.logs import configure_logging
+from azora_operator.registration import build_registry
 from azora_operator.settings import OperatorSettings
 
 
@@ -54,8 +54,7 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     settings = OperatorSettings()
     configure_logging(settings.log_level, settings.log_json)
     namespaces: list[str] = list(args.namespace) or list(settings.namespaces)
-    # With peering Kopf pauses a standby's timers but not our own resync loop: use timers.
-    registry, _ = build_registry(settings, per_object_timers=args.peering is not None)
+    registry, _ = build_registry(settings)
     # One replica is the supported setup (Deployment strategy Recreate): standalone means no
     # KopfPeering objects are needed or touched. See docs/operator.md before running more.
     asyncio.run(

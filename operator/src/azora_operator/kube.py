@@ -2,8 +2,8 @@
 
 Kopf logs in (``@kopf.on.login``); :meth:`KubeReader.use` turns that
 :class:`kopf.ConnectionInfo` into a connection-limited aiohttp session that Kopf and we both
-use. Our own calls: ``GET`` of a Secret an AIModelRoute references, and the resync loop's
-status writes and Events. A Secret's value is decoded here and handed straight to the admin
+use. Our own calls: ``GET`` of a Secret an AIModelRoute references, and the resync timer's
+conditional status writes. A Secret's value is decoded here and handed straight to the admin
 client; it is never logged, never part of an exception message, never written to status or an
 Event.
 """
@@ -11,12 +11,21 @@ Event.
 from __future__ import annotations
 
 import base64
+import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import kopf
+
+
+def plain(value: Any) -> Any:
+    """A deep, mutable copy of a Kopf body view (its mappings are read-only)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return copy.copy(value)
 
 
 class SecretProblem(Exception):
@@ -29,7 +38,7 @@ class SecretProblem(Exception):
 
 
 class KubeReader:
-    """Secrets, and the resync loop's status writes, with the operator's own identity.
+    """Secrets, and the resync timer's status writes, with the operator's own identity.
 
     It also owns the one aiohttp session to the API server, which Kopf uses too (the login
     handler hands it over as :class:`kopf.AiohttpSession`). Kopf's own session has no limit on
@@ -126,7 +135,7 @@ class KubeReader:
 
         With ``resource_version`` the write is conditional: the API server refuses it (409)
         when the object changed since that version, e.g. a handler wrote a newer status
-        meanwhile; the caller then leaves it to the next pass, which sees the newer object.
+        meanwhile; the caller then leaves it to the next firing, which sees the newer object.
         """
         session, info = self._client()
         headers: dict[str, str] = {"Content-Type": "application/merge-patch+json"}
@@ -148,29 +157,3 @@ class KubeReader:
                     f"PATCH {plural}/{namespace}/{name}/status: {resp.status} {text}"
                 )
         return "ok"
-
-    async def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
-        """A core/v1 Event like Kopf's own (for code that runs outside Kopf's handlers)."""
-        session, info = self._client()
-        namespace = str(involved.get("namespace") or "default")
-        now = datetime.now(UTC).isoformat()
-        body = {
-            "metadata": {"namespace": namespace, "generateName": "kopf-event-"},
-            "action": "Action?",
-            "type": type_,
-            "reason": reason,
-            "message": message[:1000],
-            "reportingComponent": "kopf",
-            "reportingInstance": "dev",
-            "source": {"component": "kopf"},
-            "involvedObject": dict(involved),
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "eventTime": now,
-        }
-        url = f"{info.server.rstrip('/')}/api/v1/namespaces/{namespace}/events"
-        async with session.post(url, json=body, timeout=self._timeout) as resp:
-            if resp.status >= 300:
-                raise RuntimeError(f"posting Event {reason}: HTTP {resp.status}")

@@ -1,63 +1,47 @@
-"""Create/update/resume against the real services: Ready, printer columns, generations,
-semantic rejections, Secrets (resolved, rotated, never leaked)."""
+"""Create/update/resume/delete against the real services (``azora_operator.reconcile``):
+Ready, printer columns, generations, semantic rejections, the finalizer, and a service that is
+gone for good (force annotation and timeout)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import asyncpg
 import pytest
 import yaml
 
 from azora_devenv import LocalControlPlane
+from azora_operator.reconcile import backoff
+from azora_operator.settings import OperatorSettings
 from tests.operator.kube import (
+    ADMIN,
     EXAMPLES,
     OperatorProcess,
     admin_request,
     apply,
     condition,
+    event_reasons,
     get_obj,
     kubectl_ok,
     printer_columns,
+    stored,
     unique,
     wait_condition,
     wait_for,
 )
-from tests.operator.objects import cohort, route, rule, secret
-from tests.support.pg import PostgresServer
+from tests.operator.objects import cohort, route, rule
 from tests.support.services import ServiceProcess
 
-pytestmark = pytest.mark.e2e
-
-ADMIN = {"PricingRule": "pricing-rules", "AIModelRoute": "routes", "EnrollmentCohort": "cohorts"}
-SERVICE = {
-    "PricingRule": "pricing",
-    "AIModelRoute": "orchestrator",
-    "EnrollmentCohort": "enrollment",
-}
+FINALIZER = "azora.io/cleanup"
 
 
-def stored(
-    services: dict[str, ServiceProcess], kind: str, ns: str, name: str
-) -> dict[str, Any] | None:
-    status, body = admin_request(services[SERVICE[kind]].url, "GET", f"/admin/v1/{ADMIN[kind]}")
-    assert status == 200, body
-    assert body is not None
-    for item in body["items"]:
-        if item["namespace"] == ns and item["name"] == name:
-            return dict(item)
-    return None
+def test_backoff_doubles_from_the_base_up_to_the_cap() -> None:
+    settings = OperatorSettings(backoff_base=0.5, backoff_max=3)
+    assert [backoff(settings, retry) for retry in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert backoff(settings, 10_000) == 3.0
 
 
-@pytest.fixture
-def ns(kube: LocalControlPlane) -> str:
-    name = unique("op")
-    kubectl_ok(kube, "create", "namespace", name)
-    return name
-
-
+@pytest.mark.e2e
 def test_examples_become_live_with_printer_columns(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess
 ) -> None:
@@ -96,6 +80,7 @@ def test_examples_become_live_with_printer_columns(
     assert (cols["READY"], cols["ACTIVE"], cols["REDEMPTIONS"]) == ("True", "true", "0/100")
 
 
+@pytest.mark.e2e
 def test_update_applies_the_new_generation(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
@@ -119,6 +104,7 @@ def test_update_applies_the_new_generation(
     assert ready["lastTransitionTime"] == condition(first, "Ready")["lastTransitionTime"]  # type: ignore[index]
 
 
+@pytest.mark.e2e
 def test_a_stale_generation_never_overwrites_a_newer_one(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
@@ -155,6 +141,7 @@ def test_a_stale_generation_never_overwrites_a_newer_one(
     assert item["spec"]["action"] == {"percentOff": "50"}
 
 
+@pytest.mark.e2e
 def test_a_spec_the_service_rejects_is_reported_not_retried(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
@@ -196,61 +183,67 @@ def test_a_spec_the_service_rejects_is_reported_not_retried(
     assert wait_for(lambda: "Applied" in reasons(), what="an Applied Event")
 
 
-async def _stored_api_keys(pg: PostgresServer, ns: str, name: str) -> list[str | None]:
-    conn = await asyncpg.connect(pg.url("azora_op_orchestrator"))
-    try:
-        raw = await conn.fetchval(
-            "SELECT spec FROM routes WHERE namespace = $1 AND name = $2", ns, name
-        )
-    finally:
-        await conn.close()
-    spec = json.loads(raw) if isinstance(raw, str) else raw
-    return [b.get("apiKey") for b in spec["backends"]]
+@pytest.mark.e2e
+def test_delete_removes_the_config_then_releases_the_finalizer(
+    kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
+) -> None:
+    obj = cohort(ns)
+    apply(kube, obj)
+    name = obj["metadata"]["name"]
+    live = wait_condition(kube, "EnrollmentCohort", ns, name, status="True")
+    assert FINALIZER in live["metadata"]["finalizers"]
+    assert stored(services, "EnrollmentCohort", ns, name) is not None
+    kubectl_ok(kube, "delete", "enrollmentcohort", name, "-n", ns, "--wait=false")
+    wait_for(lambda: get_obj(kube, "EnrollmentCohort", ns, name) is None, what="object gone")
+    assert stored(services, "EnrollmentCohort", ns, name) is None
 
 
-async def test_secret_is_resolved_rotated_and_never_leaked(
+@pytest.mark.e2e
+def test_a_service_gone_for_good_does_not_block_deletion(
     kube: LocalControlPlane,
     services: dict[str, ServiceProcess],
     operator: OperatorProcess,
-    pg: PostgresServer,
     ns: str,
 ) -> None:
-    key1, key2 = "sk-" + unique("first-key"), "sk-" + unique("second-key")
-    obj = route(ns)
-    obj["spec"]["backends"][1]["apiKeySecretRef"] = {"name": "llm", "key": "token"}
-    name = obj["metadata"]["name"]
-    apply(kube, obj)
-    # The Secret does not exist yet: reported, and picked up once it appears.
-    await asyncio.to_thread(
-        wait_condition, kube, "AIModelRoute", ns, name, status="False", reason="SecretNotFound"
-    )
-    apply(kube, secret(ns, "llm", token=key1))
-    await asyncio.to_thread(wait_condition, kube, "AIModelRoute", ns, name, status="True")
-    assert await _stored_api_keys(pg, ns, name) == [None, key1]
-
-    apply(kube, secret(ns, "llm", token=key2))  # rotation re-sends the route
-
-    async def rotated() -> bool:
-        for _ in range(300):
-            if await _stored_api_keys(pg, ns, name) == [None, key2]:
-                return True
-            await asyncio.sleep(0.1)
-        return False
-
-    assert await rotated()
-    everything = "\n".join(
-        [
-            kubectl_ok(kube, "get", "aimodelroute", name, "-n", ns, "-o", "yaml"),
-            kubectl_ok(kube, "get", "events", "-n", ns, "-o", "yaml"),
-            operator.log(),
-        ]
-    )
-    assert key1 not in everything
-    assert key2 not in everything
-
-
-def test_metrics_count_reconciles_and_resources(operator: OperatorProcess) -> None:
-    text = operator.metrics()
-    assert 'azora_operator_reconciles_total{kind="EnrollmentCohort",result="applied"}' in text
-    assert "azora_operator_reconcile_duration_seconds_bucket" in text
-    assert 'azora_operator_resources{condition="Ready",kind="PricingRule"}' in text
+    forced, waited = cohort(ns), cohort(ns)
+    apply(kube, [forced, waited])
+    for obj in (forced, waited):
+        wait_condition(kube, "EnrollmentCohort", ns, obj["metadata"]["name"], status="True")
+    svc = services["enrollment"]
+    svc.stop()
+    try:
+        for obj in (forced, waited):
+            kubectl_ok(
+                kube,
+                "delete",
+                "enrollmentcohort",
+                obj["metadata"]["name"],
+                "-n",
+                ns,
+                "--wait=false",
+            )
+        forced_name, waited_name = forced["metadata"]["name"], waited["metadata"]["name"]
+        kubectl_ok(
+            kube,
+            "annotate",
+            "enrollmentcohort",
+            forced_name,
+            "-n",
+            ns,
+            "azora.io/force-delete=true",
+        )
+        wait_for(lambda: get_obj(kube, "EnrollmentCohort", ns, forced_name) is None, what="forced")
+        assert "ForceDeleted" in event_reasons(kube, ns, forced_name)
+        # The other one is released by the delete timeout (8 s in these tests).
+        wait_for(
+            lambda: get_obj(kube, "EnrollmentCohort", ns, waited_name) is None,
+            timeout=60,
+            what="released by the timeout",
+        )
+        assert "CleanupAbandoned" in event_reasons(kube, ns, waited_name)
+        assert "ForceDeleted" not in event_reasons(kube, ns, waited_name)
+    finally:
+        svc.start()
+    # The service kept what it could not be told to remove; a later drift sweep is the
+    # operator's job only for objects that exist, so this is the documented trade-off.
+    assert stored(services, "EnrollmentCohort", ns, forced["metadata"]["name"]) is not None
