@@ -26,12 +26,10 @@ class OperatorSettings(BaseSettings):
     # Namespaces to watch; empty means cluster-wide.
     namespaces: list[str] = Field(default_factory=list)
 
-    # The resync loop: drift repair + live insight for every resource, one pass per interval;
-    # the first pass waits the initial delay so a cold start's applies go first.
+    # The resync timer of every resource: drift repair + live insight once per interval; the
+    # first firing waits the initial delay so a cold start's applies go first.
     resync_interval: float = Field(default=30.0, gt=0)
     resync_initial_delay: float = Field(default=5.0, ge=0)
-    # How many resources one resync pass handles at the same time.
-    resync_concurrency: int = Field(default=8, gt=0)
     # A resync writes status only when something changed, plus ``lastSyncTime`` at most this
     # often: an unconditional write every interval costs a PATCH and a watch event per
     # resource (500 resources at 30 s: ~17 writes/s doing nothing).
