@@ -1,4 +1,5 @@
-"""All SQL of azora-enrollment. Nothing here commits: the caller's transaction is the unit.
+"""All SQL of azora-enrollment. Nothing here commits: the caller's transaction is the unit
+(``admit``'s one statement is its own transaction when the caller's session has begun none).
 
 Lock order, everywhere: the cohort row first, then enrollment rows of that cohort. Every path
 that changes seats or the waitlist holds the cohort row lock, so the counters on the cohort
@@ -12,7 +13,7 @@ import operator
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -633,3 +634,80 @@ async def cohort_gauges(session: AsyncSession) -> list[sa.Row[Any]]:
         )
     )
     return list(rows.all())
+
+
+# --- analytics ---------------------------------------------------------------------------------
+
+
+async def history_counts(session: AsyncSession, cohort_id: int | None) -> dict[str, int]:
+    """Counts over the append-only history, of one cohort or (None) of all."""
+    h = enrollment_history.c
+
+    def distinct(condition: sa.ColumnElement[bool]) -> Any:
+        return sa.func.count(sa.distinct(h.enrollment_id)).filter(condition)
+
+    waitlisted_ids = sa.select(h.enrollment_id).where(h.to_state == "waitlisted")
+    if cohort_id is not None:
+        waitlisted_ids = waitlisted_ids.where(h.cohort_id == cohort_id)
+    query = sa.select(
+        distinct(h.to_state == "waitlisted").label("ever_waitlisted"),
+        distinct(sa.and_(h.to_state == "enrolled", h.enrollment_id.in_(waitlisted_ids))).label(
+            "waitlist_converted"
+        ),
+        distinct(h.to_state == "enrolled").label("ever_enrolled"),
+        sa.func.count().filter(h.to_state == "offered").label("offers_made"),
+        sa.func.count()
+        .filter(h.from_state == "offered", h.to_state.in_(("enrolled", "pending_payment")))
+        .label("offers_claimed"),
+        sa.func.count().filter(h.to_state == "offer_expired").label("offers_expired"),
+        sa.func.count().filter(h.to_state == "declined").label("offers_declined"),
+        sa.func.count()
+        .filter(h.to_state == "dropped", h.from_state == "enrolled")
+        .label("dropped_after_enrolled"),
+        sa.func.count().filter(h.to_state == "dropped").label("dropped"),
+    )
+    if cohort_id is not None:
+        query = query.where(h.cohort_id == cohort_id)
+    return {k: int(v) for k, v in (await session.execute(query)).one()._asdict().items()}
+
+
+async def seat_wait_medians(session: AsyncSession, cohort_id: int | None) -> tuple[Any, Any]:
+    """Median seconds from request to seat: of every seated enrollment, of those waitlisted."""
+    e = enrollments.c
+    wait = sa.extract("epoch", e.seated_at - e.created_at)
+    query = sa.select(
+        sa.func.percentile_cont(0.5).within_group(wait).label("all"),
+        sa.func.percentile_cont(0.5)
+        .within_group(wait)
+        .filter(e.waitlisted_at.is_not(None))
+        .label("from_waitlist"),
+    ).where(e.seated_at.is_not(None))
+    if cohort_id is not None:
+        query = query.where(e.cohort_id == cohort_id)
+    row = (await session.execute(query)).one()
+    return row.all, row.from_waitlist
+
+
+async def enrolled_per_day(
+    session: AsyncSession, cohort_id: int, since: datetime
+) -> list[tuple[date, int]]:
+    h = enrollment_history.c
+    day = sa.func.date(sa.func.timezone("UTC", h.at))
+    rows = await session.execute(
+        sa.select(day.label("day"), sa.func.count())
+        .where(h.cohort_id == cohort_id, h.to_state == "enrolled", h.at >= since)
+        .group_by(day)
+        .order_by(day)
+    )
+    return [(d, int(n)) for d, n in rows]
+
+
+async def live_state_counts(session: AsyncSession) -> dict[str, int]:
+    """Enrollments by state over every live (not deleted) cohort."""
+    rows = await session.execute(
+        sa.select(enrollments.c.state, sa.func.count())
+        .select_from(enrollments.join(cohorts, cohorts.c.id == enrollments.c.cohort_id))
+        .where(cohorts.c.deleted_at.is_(None))
+        .group_by(enrollments.c.state)
+    )
+    return {s: int(n) for s, n in rows}
