@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from azora_orchestrator.app import MIGRATIONS, create_app
-from azora_orchestrator.proxy import Gateway
+from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.settings import OrchestratorSettings
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, migrated_database
 from tests.orchestrator.fakes import FakeBackend
@@ -137,6 +137,14 @@ async def backends(gw: Gw) -> AsyncIterator[Callable[[str], Awaitable[FakeBacken
     yield make
     for backend in started:
         await gw.server.arun(backend.stop())
+
+
+def openai_error(body: dict[str, object]) -> dict[str, object]:
+    """The ``error`` object of an OpenAI-shaped error body, checked for its four fields."""
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -1,4 +1,12 @@
-"""Admin routes of azora-orchestrator (the data-plane /v1/* endpoints live in proxy.py)."""
+"""HTTP routes of azora-orchestrator: the data plane (``/v1/*``, OpenAI-compatible) and the
+admin API (``/admin/v1/routes``).
+
+Each data-plane endpoint has one handler. It is registered twice with the same function: as a
+ServiceApp plain route (``FAST_ROUTES``: answered without the framework's middleware stack and
+dependency solving) and as the FastAPI route that documents it (``openapi_extra``). The handler
+hands the request to the gateway (gateway.py) and returns what it answers: a refusal, or the
+relay of the upstream attempts, which ServiceApp sends as the response.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,14 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep
 from azora_common.db import SessionDep
-from azora_orchestrator import service
-from azora_orchestrator.proxy import Gateway
+from azora_common.fastpath import FastRoute
+from azora_orchestrator import openapi_extra, service
+from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.routing import monotonic_to_wall
 from azora_orchestrator.schemas import (
     BackendStatus,
@@ -20,6 +29,65 @@ from azora_orchestrator.schemas import (
     RouteSpec,
     RouteStatus,
 )
+
+
+def gateway_of(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway_of)]
+
+# -- data plane ----------------------------------------------------------------------------------
+# Plain routes have no dependency solving: the handlers take the request and call gateway_of.
+
+data_plane = APIRouter(tags=["data plane"])
+
+
+@data_plane.post(
+    "/v1/chat/completions",
+    summary="OpenAI chat completions, routed",
+    openapi_extra=openapi_extra.proxy(streams=True),
+)
+async def chat_completions(request: Request) -> Response:
+    return await gateway_of(request).serve(request, "chat")
+
+
+@data_plane.post(
+    "/v1/completions",
+    summary="OpenAI completions, routed",
+    openapi_extra=openapi_extra.proxy(streams=True),
+)
+async def completions(request: Request) -> Response:
+    return await gateway_of(request).serve(request, "completions")
+
+
+@data_plane.post(
+    "/v1/embeddings",
+    summary="OpenAI embeddings, routed",
+    openapi_extra=openapi_extra.proxy(streams=False),
+)
+async def embeddings(request: Request) -> Response:
+    return await gateway_of(request).serve(request, "embeddings")
+
+
+@data_plane.get(
+    "/v1/models",
+    summary="The public model names of all routes (OpenAI list shape)",
+    openapi_extra=openapi_extra.MODELS,
+)
+async def models(request: Request) -> Response:
+    return await gateway_of(request).serve(request, "models")
+
+
+FAST_ROUTES = [
+    FastRoute("/v1/chat/completions", chat_completions, methods=["POST"]),
+    FastRoute("/v1/completions", completions, methods=["POST"]),
+    FastRoute("/v1/embeddings", embeddings, methods=["POST"]),
+    FastRoute("/v1/models", models, methods=["GET"]),
+]
+
+# -- admin ---------------------------------------------------------------------------------------
 
 router = APIRouter(prefix="/admin/v1/routes", tags=["admin"])
 
@@ -58,10 +126,9 @@ async def delete_route(
     summary="Live per-backend health, load and latency on this replica",
 )
 async def route_status(
-    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
+    namespace: Namespace, name: Name, gateway: GatewayDep, session: SessionDep, _: AdminDep
 ) -> RouteStatus:
     row = await service.stored_route(session, namespace, name)
-    gateway: Gateway = request.app.state.gateway
     live = gateway.table.by_key.get(f"{namespace}/{name}")
     backends: list[BackendStatus] = []
     now = time.monotonic()

@@ -9,11 +9,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from azora_common.app import create_service_app
+from azora_common.fastpath import install_fast_routes
 from azora_common.listener import RevisionListener
-from azora_orchestrator import __version__, openapi_extra, repository
-from azora_orchestrator.api import router
+from azora_orchestrator import __version__, repository
+from azora_orchestrator.api import FAST_ROUTES, data_plane, router
+from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.health import ActiveHealthChecker
-from azora_orchestrator.proxy import Gateway, HotPath
 from azora_orchestrator.settings import OrchestratorSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,18 +54,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             "in the OpenAI error shape; the admin API answers application/problem+json."
         ),
         migrations=MIGRATIONS,
-        routers=[router],
+        routers=[data_plane, router],
         lifespan=lifespan,
         # The data plane enforces its own limit (max_request_bytes) so it can answer in the
         # OpenAI error shape; the shared guard only stops bodies far beyond it.
         max_body_bytes=settings.max_request_bytes * 2,
     )
     app.state.gateway = gateway
-    # Hot-path routes first, so the router matches them before anything else.
-    # The data-plane routes stay in the router (so a wrong method gets the usual 405 and the
-    # routes are visible), but requests to them enter through HotPath, around the stack.
-    app.router.routes[0:0] = gateway.routes()
-    build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: HotPath(build_stack(), gateway)  # type: ignore[method-assign]
-    openapi_extra.install(app)
+    # The data plane answers as ServiceApp plain routes: the platform middleware (request id,
+    # azora_http_* metrics, body guard) around a direct call of the handler.
+    install_fast_routes(app, FAST_ROUTES)
     return app

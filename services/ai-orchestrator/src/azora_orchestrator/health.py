@@ -14,7 +14,7 @@ import time
 
 import aiohttp
 
-from azora_orchestrator.proxy import Gateway
+from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.routing import Backend, Route
 
 log = logging.getLogger("azora.orchestrator.health")
@@ -70,7 +70,7 @@ class ActiveHealthChecker:
             await asyncio.gather(*checks)
 
     async def _check(self, route: Route, backend: Backend) -> None:
-        session = self.gateway.session
+        session = self.gateway.upstream.session
         url = backend.cfg.health_url
         if session is None or url is None:
             return

@@ -1,15 +1,14 @@
-"""OpenAPI for the data plane.
+"""OpenAPI of the data-plane handlers, given to their routes as ``openapi_extra``.
 
-The ``/v1/*`` endpoints are raw ASGI routes (no FastAPI validation on the hot path), so FastAPI
-cannot describe them; this adds them to the generated schema by hand.
+The handlers take the raw request (no FastAPI validation on the hot path), so FastAPI cannot
+infer the body or the answers from their signatures; these fragments describe them. Errors are
+one ``default`` response in the OpenAI shape: the platform's OpenAPI post-processing rewrites
+every numbered 4xx/5xx response to problem+json, which the data plane does not send.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-from fastapi import FastAPI
 
 _ERROR = {
     "type": "object",
@@ -40,86 +39,55 @@ _BODY = {
     },
 }
 
+_WHEN = {
+    400: "malformed JSON, body not an object, or `model` missing",
+    401: "no or unknown bearer token",
+    403: "the token lacks the `ai:invoke` scope",
+    404: "no route serves this model",
+    413: "body larger than `max_request_bytes`",
+    429: "a rate limit (route or client) or the backend refused; see `Retry-After`",
+    502: "no backend could be reached",
+    503: "no healthy backend",
+    504: "the backend did not answer in time",
+}
+
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Malformed JSON, body not an object, or `model` missing.",
-        401: "No or unknown bearer token.",
-        403: "The token lacks the `ai:invoke` scope.",
-        404: "No route serves this model.",
-        413: "Body larger than `max_request_bytes`.",
-        429: "A rate limit (route or client) or the backend refused; see `Retry-After`.",
-        502: "No backend could be reached.",
-        503: "No healthy backend.",
-        504: "The backend did not answer in time.",
-    }
+    lines = "; ".join(f"{c}: {_WHEN[c]}" for c in codes)
     return {
-        str(c): {
-            "description": text[c],
+        "default": {
+            "description": f"An error in the OpenAI shape ({lines}). A backend's own 4xx, 429 "
+            "or 5xx is passed through with its body.",
             "content": {"application/json": {"schema": _ERROR}},
         }
-        for c in codes
     }
 
 
-def _proxy(summary: str, streams: bool) -> dict[str, Any]:
+def proxy(streams: bool) -> dict[str, Any]:
     ok: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
     if streams:
         ok["text/event-stream"] = {"schema": {"type": "string"}}
     return {
-        "post": {
-            "tags": ["data plane"],
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _BODY}},
+        "security": [{"HTTPBearer": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY}}},
+        "responses": {
+            "200": {
+                "description": "The backend's answer; `x-azora-backend` names it and "
+                "`x-azora-overhead-ms` is the time the gateway added.",
+                "content": ok,
             },
-            "responses": {
-                "200": {
-                    "description": "The backend's answer; `x-azora-backend` names it and "
-                    "`x-azora-overhead-ms` is the time the gateway added.",
-                    "content": ok,
-                },
-                **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504),
-            },
-        }
+            **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504),
+        },
     }
 
 
-DATA_PLANE_PATHS: dict[str, Any] = {
-    "/v1/chat/completions": _proxy("OpenAI chat completions, routed", streams=True),
-    "/v1/completions": _proxy("OpenAI completions, routed", streams=True),
-    "/v1/embeddings": _proxy("OpenAI embeddings, routed", streams=False),
-    "/v1/models": {
-        "get": {
-            "tags": ["data plane"],
-            "summary": "The public model names of all routes (OpenAI list shape)",
-            "security": [{"bearer": []}],
-            "responses": {
-                "200": {
-                    "description": "`{object: list, data: [{id, object: model, ...}]}`",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                **_errors(401, 403),
-            },
-        }
+MODELS: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}],
+    "responses": {
+        "200": {
+            "description": "`{object: list, data: [{id, object: model, ...}]}`",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **_errors(401, 403),
     },
 }
-
-
-def install(app: FastAPI) -> None:
-    generate: Callable[[], dict[str, Any]] = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            schema["paths"] = {**DATA_PLANE_PATHS, **schema.get("paths", {})}
-            schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-                "type": "http",
-                "scheme": "bearer",
-            }
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

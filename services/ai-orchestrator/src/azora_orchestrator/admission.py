@@ -1,0 +1,197 @@
+"""Admission: who may call, which model they ask for, and whether the route's limits allow it.
+
+A request is admitted in this order (each refusal an OpenAI-shaped answer, nothing charged):
+the bearer token and its scope (401/403) before the body is read; the body's size (413),
+JSON (400) and ``model`` (400, then 404 when no route serves it); then the route's and the
+client's token buckets (429 with ``Retry-After``). What passes becomes a :class:`Ticket`, the
+one object the upstream attempts work from; :meth:`Ticket.settle` is where the usage a backend
+reports comes back to the limits that were charged an estimate.
+
+Single event-loop thread and no await between checking the buckets and taking from them, so
+check-then-take is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from azora_orchestrator import asgi, metrics
+from azora_orchestrator.limits import Bucket
+from azora_orchestrator.routing import Route, RouteTable
+from azora_orchestrator.settings import OrchestratorSettings
+
+INVOKE_SCOPE = "ai:invoke"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    client_id: str  # a hash of the token: safe as a map key, never a metric label
+    allowed: bool
+
+
+def int_or_zero(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request: what the upstream attempts need, and what it was charged."""
+
+    op: str
+    table: RouteTable  # the snapshot the route was found in (fallbacks come from it too)
+    route: Route
+    payload: dict[str, Any]
+    body: bytes
+    stream: bool
+    t0: float
+    charged: list[Bucket]
+    estimate: int
+    upstream_s: float = 0.0  # time spent waiting on backends (not the gateway's overhead)
+    committed: bool = False  # a response has started: an error can no longer be answered
+
+    def overhead(self, now: float) -> float:
+        return max(0.0, now - self.t0 - self.upstream_s)
+
+    def settle(self, usage: dict[str, Any]) -> tuple[int, int]:
+        """Reconcile the token buckets with the usage the backend reported; returns the
+        (prompt, completion) tokens."""
+        prompt = int_or_zero(usage.get("prompt_tokens"))
+        completion = int_or_zero(usage.get("completion_tokens"))
+        total = int_or_zero(usage.get("total_tokens")) or prompt + completion
+        # The buckets were charged the estimate; charge the difference now.
+        for bucket in self.charged:
+            bucket.adjust(total - self.estimate)
+        return prompt, completion
+
+
+class Admission:
+    """The API tokens and the token buckets of one process."""
+
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self._buckets: dict[tuple[str, str, str], Bucket] = {}
+        self.callers: dict[bytes, Caller] = {}
+        for token, scopes in settings.api_tokens.items():
+            if token:
+                self.callers[token.encode()] = Caller(
+                    client_id=hashlib.sha256(token.encode()).hexdigest()[:16],
+                    allowed="*" in scopes or INVOKE_SCOPE in scopes,
+                )
+        admin = settings.admin_token.get_secret_value()
+        if admin and admin.encode() not in self.callers:
+            self.callers[admin.encode()] = Caller("admin", allowed=False)
+
+    async def admit(self, request: Request, op: str, table: RouteTable) -> Ticket | Response:
+        t0 = time.perf_counter()
+        token: bytes | None = None
+        length = -1
+        for name, value in request.scope["headers"]:
+            if name == b"authorization":
+                if value[:7].lower() == b"bearer ":
+                    token = value[7:].strip()
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        caller = self.callers.get(token) if token else None
+        if caller is None:
+            return asgi.error(401, "a valid bearer API token is required", "invalid_api_key")
+        if not caller.allowed:
+            return asgi.error(403, f"this token lacks the '{INVOKE_SCOPE}' scope", "forbidden")
+        if op == "models":
+            return asgi.Answer(200, table.models_body)
+        limit = self.settings.max_request_bytes
+        if length > limit:
+            return asgi.too_large(limit)
+        try:
+            body = await asgi.read_body(request.receive, limit)
+        except asgi.ClientGone:
+            return asgi.NoAnswer()
+        if body is None:
+            return asgi.too_large(limit)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return asgi.error(400, f"the body is not valid JSON: {exc}", "invalid_json")
+        if not isinstance(payload, dict):
+            return asgi.error(400, "the body must be a JSON object", "invalid_json")
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            return asgi.error(
+                400, "'model' is required and must be a string", "missing_model", "model"
+            )
+        route = table.by_model.get(model)
+        if route is None:
+            return asgi.error(
+                404, f"The model '{model}' does not exist", "model_not_found", "model"
+            )
+        stream = op != "embeddings" and payload.get("stream") is True
+        estimate = 0
+        charged: list[Bucket] = []
+        if route.rpm or route.tpm or route.client_rpm or route.client_tpm:
+            if route.tpm or route.client_tpm:
+                estimate = self._estimate(payload, body, op)
+            refused = self._take(route, caller.client_id, estimate, time.monotonic(), charged)
+            if refused is not None:
+                wait, which = refused
+                metrics.RATE_LIMITED.labels(route.key, which).inc()
+                seconds = max(1, int(wait + 0.999))
+                return asgi.error(
+                    429,
+                    f"rate limit of route {route.key} exceeded ({which}); retry in {seconds}s",
+                    "rate_limit_exceeded",
+                    headers=((b"retry-after", str(seconds).encode()),),
+                )
+        return Ticket(op, table, route, payload, body, stream, t0, charged, estimate)
+
+    def _estimate(self, payload: dict[str, Any], body: bytes, op: str) -> int:
+        # Before admission the only honest numbers are the output cap and the prompt size;
+        # the body length over 4 bounds the prompt tokens from above (roughly, for English).
+        prompt = len(body) // 4
+        if op == "embeddings":
+            return prompt
+        cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        out = int_or_zero(cap) or self.settings.default_max_tokens_estimate
+        return prompt + out
+
+    def _bucket(self, route: str, client: str, kind: str, per_minute: int, now: float) -> Bucket:
+        key = (route, client, kind)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bucket(per_minute, now)
+        elif bucket.capacity != per_minute:
+            bucket.resize(per_minute)
+        return bucket
+
+    def _take(
+        self, route: Route, client: str, estimate: int, now: float, charged: list[Bucket]
+    ) -> tuple[float, str] | None:
+        checks: list[tuple[Bucket, int, str]] = []
+        if route.rpm:
+            checks.append((self._bucket(route.key, "", "r", route.rpm, now), 1, "route"))
+        if route.client_rpm:
+            checks.append(
+                (self._bucket(route.key, client, "r", route.client_rpm, now), 1, "client")
+            )
+        tokens: list[Bucket] = []
+        if route.tpm:
+            tokens.append(self._bucket(route.key, "", "t", route.tpm, now))
+            checks.append((tokens[-1], estimate, "route"))
+        if route.client_tpm:
+            tokens.append(self._bucket(route.key, client, "t", route.client_tpm, now))
+            checks.append((tokens[-1], estimate, "client"))
+        # Check every bucket before taking from any, so a refusal charges nothing.
+        for bucket, amount, which in checks:
+            bucket.refill(now)
+            wait = bucket.wait_for(amount)
+            if wait > 0:
+                return wait, which
+        for bucket, amount, _ in checks:
+            bucket.take(amount)
+        charged.extend(tokens)
+        return None
