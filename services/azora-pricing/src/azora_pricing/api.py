@@ -215,3 +215,39 @@ async def rule_status(
     namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
 ) -> dict[str, Any]:
     return await _service(request).rule_status(session, namespace, name)
+
+
+# --- admin: pricing policies ----------------------------------------------------------------
+
+
+@router.put("/admin/v1/pricing-policies/{namespace}/{name}", tags=["admin"])
+async def put_policy(
+    namespace: Namespace,
+    name: Name,
+    body: ConfigPut,
+    request: Request,
+    session: SessionDep,
+    _: AdminDep,
+) -> ConfigWritten:
+    """Store or replace a PricingPolicy (rounding per currency), live without a redeploy."""
+    return await _service(request).put_policy(session, namespace, name, body)
+
+
+@router.delete("/admin/v1/pricing-policies/{namespace}/{name}", tags=["admin"], status_code=204)
+async def delete_policy(
+    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
+) -> Response:
+    await _service(request).delete_policy(session, namespace, name)
+    return Response(status_code=204)
+
+
+@router.get("/admin/v1/pricing-policies", tags=["admin"])
+async def list_policies(request: Request, session: SessionDep, _: AdminDep) -> dict[str, Any]:
+    return await _service(request).list_policies(session)
+
+
+@router.get("/admin/v1/pricing-policies/{namespace}/{name}/status", tags=["admin"])
+async def policy_status(
+    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
+) -> dict[str, Any]:
+    return await _service(request).policy_status(session, namespace, name)

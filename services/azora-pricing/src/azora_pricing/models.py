@@ -50,6 +50,20 @@ pricing_rules = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Platform-wide pricing settings an operator changes without a redeploy (PricingPolicy
+# resources): today the rounding mode per currency. A currency is set by at most one policy.
+pricing_policies = sa.Table(
+    "pricing_policies",
+    metadata,
+    sa.Column("namespace", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("uid", sa.Text, nullable=False),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("spec", JSONB, nullable=False),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Every stored change, so a quote's recorded revisions can be looked up later (spec NULL means
 # the rule was deleted at that revision).
 rule_revisions = sa.Table(

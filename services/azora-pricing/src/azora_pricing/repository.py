@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from azora_common.admin_store import AdminStore
 from azora_pricing.models import (
+    pricing_policies,
     pricing_rules,
     pricing_state,
     products,
@@ -116,6 +117,17 @@ async def upsert_product(
 
 async def all_rules(executor: Executor) -> Sequence[Row[Any]]:
     return (await executor.execute(sa.select(pricing_rules))).all()
+
+
+def policy_store(channel: str) -> AdminStore:
+    """PricingPolicies as the operator writes them (generation-stamped, see azora_common)."""
+    return AdminStore(
+        kind="pricing-policy", table=pricing_policies, next_revision=bump_revision, channel=channel
+    )
+
+
+async def all_policies(executor: Executor) -> Sequence[Row[Any]]:
+    return (await executor.execute(sa.select(pricing_policies))).all()
 
 
 def rule_store(channel: str) -> AdminStore:

@@ -39,7 +39,7 @@ from azora_pricing.engine.evaluate import (
 )
 from azora_pricing.engine.index import PricingSnapshot, RuleIndex
 from azora_pricing.engine.rules import Rule
-from azora_pricing.engine.spec import SpecError, compile_price, compile_rule
+from azora_pricing.engine.spec import SpecError, compile_policy, compile_price, compile_rule
 from azora_pricing.engine.trace import result_document
 from azora_pricing.errors import (
     InvalidQuote,
@@ -101,10 +101,12 @@ class PricingService:
     holder: SnapshotHolder
     rounding: RoundingPolicy = field(init=False)
     rules: AdminStore = field(init=False)
+    policies: AdminStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.rounding = self.settings.rounding_policy()  # settings are frozen
         self.rules = repository.rule_store(self.settings.notify_channel)
+        self.policies = repository.policy_store(self.settings.notify_channel)
 
     # --- engine ---------------------------------------------------------------------------
 
@@ -112,7 +114,8 @@ class PricingService:
         self, snapshot: PricingSnapshot, quote: QuoteInput, at: datetime, mode: str | None
     ) -> QuoteResult:
         combination = CombinationMode(mode or self.settings.combination_mode)
-        rounding = self.rounding.mode(quote.currency)
+        # A PricingPolicy's mode for the currency wins over the deployment's settings.
+        rounding = snapshot.rounding.get(quote.currency) or self.rounding.mode(quote.currency)
         started = time.perf_counter()
         try:
             return evaluate(snapshot, quote, at, mode=combination, rounding=rounding)
@@ -465,7 +468,9 @@ class PricingService:
                         "rules",
                         f"code {rule.promotion.code!r} is used by {other} and {key}",
                     )
-        snapshot = PricingSnapshot(live.revision, live.products, RuleIndex(rules.values()))
+        snapshot = PricingSnapshot(
+            live.revision, live.products, RuleIndex(rules.values()), live.rounding
+        )
         at = body.at or _now()
         results = []
         for i, basket in enumerate(body.baskets):
@@ -540,6 +545,62 @@ class PricingService:
 
     async def list_rules(self, session: AsyncSession) -> dict[str, Any]:
         return {"items": [listing_item(r) for r in await self.rules.list(session)]}
+
+    # --- pricing policies (admin) ---------------------------------------------------------
+
+    async def put_policy(
+        self, session: AsyncSession, namespace: str, name: str, body: ConfigPut
+    ) -> ConfigWritten:
+        try:
+            rounding = compile_policy(body.spec)
+        except SpecError as exc:
+            raise InvalidSpec(exc.reason, f"spec.{exc.field}", exc.detail) from None
+        # Policies are few and a currency may be set by one of them only: one lock for all of
+        # them makes "no other policy sets this currency" true until commit.
+        await repository.lock_key(session, "pricing-policy", "*")
+        replay = check_generation(
+            stored_config(await self.policies.get(session, namespace, name)), body, body.spec
+        )
+        if replay is not None:
+            return replay
+        for other in await self.policies.list(session):
+            if (other.namespace, other.name) == (namespace, name):
+                continue
+            taken = sorted(set(rounding) & set((other.spec or {}).get("rounding", {})))
+            if taken:
+                raise InvalidSpec(
+                    "CurrencyConflict",
+                    f"spec.rounding.{taken[0]}",
+                    f"{', '.join(taken)} already set by pricing policy "
+                    f"{other.namespace}/{other.name}",
+                )
+        written = await self.policies.write(
+            session, namespace, name, body, body.spec, updated_at=_now()
+        )
+        await self.policies.publish(session, f"policy:{namespace}/{name}")
+        return written
+
+    async def delete_policy(self, session: AsyncSession, namespace: str, name: str) -> None:
+        await repository.lock_key(session, "pricing-policy", "*")
+        if await self.policies.remove(session, namespace, name) is not None:
+            await self.policies.publish(session, f"policy:{namespace}/{name}")
+
+    async def list_policies(self, session: AsyncSession) -> dict[str, Any]:
+        return {"items": [listing_item(r) for r in await self.policies.list(session)]}
+
+    async def policy_status(
+        self, session: AsyncSession, namespace: str, name: str
+    ) -> dict[str, Any]:
+        row = await self.policies.get(session, namespace, name)
+        if row is None:
+            raise NotFound(f"pricing policy {namespace}/{name} does not exist")
+        snapshot = await self.holder.fresh(session)
+        return {
+            "revision": int(row.revision),
+            "generation": int(row.generation),
+            "loaded": snapshot.revision >= int(row.revision),
+            "rounding": {c: m.value for c, m in sorted(compile_policy(row.spec).items())},
+        }
 
     async def rule_status(self, session: AsyncSession, namespace: str, name: str) -> dict[str, Any]:
         row = await self.rules.get(session, namespace, name)

@@ -20,9 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from azora_pricing import repository
 from azora_pricing.engine.catalog import PriceModel, Product
+from azora_pricing.engine.currency import RoundingMode
 from azora_pricing.engine.index import PricingSnapshot, RuleIndex
 from azora_pricing.engine.rules import Rule
-from azora_pricing.engine.spec import PriceSpec, SpecError, compile_price, compile_rule
+from azora_pricing.engine.spec import (
+    PriceSpec,
+    SpecError,
+    compile_policy,
+    compile_price,
+    compile_rule,
+)
 from azora_pricing.metrics import SNAPSHOT_RELOADS
 
 log = logging.getLogger("azora.pricing.snapshot")
@@ -44,7 +51,10 @@ def product_from_row(row: Row[Any]) -> Product:
 
 
 def build_snapshot(
-    revision: int, product_rows: Sequence[Row[Any]], rule_rows: Sequence[Row[Any]]
+    revision: int,
+    product_rows: Sequence[Row[Any]],
+    rule_rows: Sequence[Row[Any]],
+    policy_rows: Sequence[Row[Any]] = (),
 ) -> PricingSnapshot:
     catalog: dict[str, Product] = {}
     for row in product_rows:
@@ -67,7 +77,13 @@ def build_snapshot(
             )
         except SpecError:
             log.error("stored rule %s/%s no longer validates; skipped", row.namespace, row.name)
-    return PricingSnapshot(revision, catalog, RuleIndex(rules))
+    rounding: dict[str, RoundingMode] = {}
+    for row in policy_rows:
+        try:
+            rounding.update(compile_policy(row.spec))
+        except SpecError:
+            log.error("stored policy %s/%s no longer validates; skipped", row.namespace, row.name)
+    return PricingSnapshot(revision, catalog, RuleIndex(rules), rounding)
 
 
 def _settle_heap() -> None:
@@ -96,7 +112,8 @@ class SnapshotHolder:
         revision = await repository.current_revision(executor)
         product_rows = await repository.all_products(executor)
         rule_rows = await repository.all_rules(executor)
-        return build_snapshot(revision, product_rows, rule_rows)
+        policy_rows = await repository.all_policies(executor)
+        return build_snapshot(revision, product_rows, rule_rows, policy_rows)
 
     async def reload(self, conn: AsyncConnection) -> None:
         """Listener path: a consistent read on a connection of its own."""

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from azora_pricing.engine.catalog import Product
+from azora_pricing.engine.currency import RoundingMode
 from azora_pricing.engine.rules import Rule
 
 
@@ -68,6 +69,8 @@ class PricingSnapshot:
     revision: int
     products: Mapping[str, Product]
     index: RuleIndex = field(default_factory=lambda: RuleIndex(()))
+    # Rounding per currency from PricingPolicies; over the deployment's own settings.
+    rounding: Mapping[str, RoundingMode] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> PricingSnapshot:

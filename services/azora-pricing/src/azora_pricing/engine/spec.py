@@ -22,7 +22,7 @@ from azora_pricing.engine.catalog import (
     Tier,
     validate_tiers,
 )
-from azora_pricing.engine.currency import is_currency
+from azora_pricing.engine.currency import RoundingMode, is_currency
 from azora_pricing.engine.rules import (
     DAYS,
     Action,
@@ -438,3 +438,23 @@ def compile_price(spec: PriceSpec, field: str) -> PriceModel:
         reason, sub, detail = problem
         raise SpecError(reason, f"{field}.{sub}", detail)
     return PriceModel(kind, tiers=tiers, flat_fee=spec.flatFee)
+
+
+# --- pricing policies -------------------------------------------------------------------------
+
+
+class PolicySpec(_Spec):
+    rounding: dict[str, RoundingMode] = Field(default_factory=dict, max_length=256)
+
+
+def compile_policy(raw: Any) -> dict[str, RoundingMode]:
+    """Validate a ``PricingPolicy`` spec: the rounding mode per ISO 4217 currency it sets."""
+    try:
+        spec = PolicySpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SpecError("InvalidSpec", _pydantic_field(first["loc"]), first["msg"]) from None
+    for code in spec.rounding:
+        if not is_currency(code):
+            raise SpecError("UnknownCurrency", f"rounding.{code}", f"{code!r} is not ISO 4217")
+    return dict(spec.rounding)
