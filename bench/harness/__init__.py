@@ -21,6 +21,7 @@ from typing import Any
 
 from .loadgen import LoadResult, pgbench, wrk, wrk_script
 from .postgres import Database, database_server, recreate_database, settle
+from .processes import Processes, free_port
 from .report import RESULTS, Comparison, git_commit, machine, markdown, today, write
 from .rounds import Cell, Target, as_dicts, measure, ratios, run_slots, schedule, summarize
 
@@ -104,8 +105,12 @@ def run(
 
     if settings.warmup > 0:
         for t in targets:
+            if not t.warm:
+                continue
             sys.stdout.write(f"warm-up {t.name}\n")
-            t.run(max(t.concurrencies or settings.concurrencies), settings.warmup)
+            # The lowest concurrency: connections and caches warm, without a backlog of slow
+            # requests (64 batches of 1,000) that the first measurement would inherit.
+            t.run(min(t.concurrencies or settings.concurrencies), settings.warmup)
     slots = schedule(targets, settings.concurrencies, settings.rounds)
     kept, discarded = run_slots(slots, targets, measure_one, max_redos=settings.max_redos)
     summary = summarize(kept)
@@ -190,11 +195,13 @@ __all__ = [
     "Comparison",
     "Database",
     "LoadResult",
+    "Processes",
     "Settings",
     "Target",
     "add_arguments",
     "database_server",
     "finish",
+    "free_port",
     "pgbench",
     "recreate_database",
     "run",

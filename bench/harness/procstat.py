@@ -129,3 +129,23 @@ def account(before: Sample, after: Sample, client_seconds: float) -> CpuAccount:
         foreign_cores=max(foreign, 0.0) / wall,
         loadavg=after.loadavg,
     )
+
+
+def quiesce(
+    roots: Iterable[int], *, idle_cores: float = 0.05, window: float = 0.25, timeout: float = 180.0
+) -> float:
+    """Wait until the process trees are idle (together under ``idle_cores`` over a window):
+    a load generator stops sending when its time is up, but the service may still be working
+    through what was in flight (64 batches of 1,000 transfers), which must not land in the
+    next measurement. Returns the seconds waited."""
+    roots = set(roots)
+    started = time.monotonic()
+    previous = take_sample(roots)
+    while time.monotonic() - started < timeout:
+        time.sleep(window)
+        current = take_sample(roots)
+        used = sum(current.trees[p] - previous.trees.get(p, current.trees[p]) for p in roots)
+        if used / CLK_TCK / (current.wall - previous.wall) < idle_cores:
+            break
+        previous = current
+    return time.monotonic() - started

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .loadgen import LoadResult
-from .procstat import CpuAccount, account, take_sample
+from .procstat import CpuAccount, account, quiesce, take_sample
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Target:
     concurrencies: Sequence[int] | None = None  # None: the run's concurrencies
     units_per_request: int = 1  # transfers per batch request, for per-unit figures
     before: Callable[[], None] | None = None  # before each measurement, not measured
+    warm: bool = True  # False: the area warms it up itself (its warm-up needs setup)
+    min_seconds: float = 0.0  # a longer measurement for slow requests (1,000-transfer batches)
     after: Callable[[LoadResult], dict[str, Any]] | None = None  # checks, extra figures
 
     def runs_at(self, concurrency: int, default: Sequence[int]) -> bool:
@@ -97,10 +99,10 @@ def cell_from(
 ) -> Cell:
     units = result.requests * target.units_per_request
     per_unit = {
-        label: round(cpu.trees[pid] / max(units, 1) * 1e6, 1)
+        label: round(cpu.trees[pid] / units * 1e6, 1) if units else 0.0
         for label, pid in target.charge.items()
     }
-    per_unit["client"] = round(result.client_seconds / max(units, 1) * 1e6, 1)
+    per_unit["client"] = round(result.client_seconds / units * 1e6, 1) if units else 0.0
     return Cell(
         target=target.name,
         round=rnd,
@@ -119,7 +121,8 @@ def cell_from(
         cpu_us_per_unit=per_unit,
         foreign_cores=round(cpu.foreign_cores, 3),
         loadavg=cpu.loadavg,
-        noisy=is_noisy(cpu.foreign_cores, threshold),
+        # No request completed in the window: nothing was measured; redo it like a noisy one.
+        noisy=is_noisy(cpu.foreign_cores, threshold) or units == 0,
     )
 
 
@@ -133,11 +136,14 @@ def measure(
     roots: Iterable[int],
     threshold: float,
 ) -> Cell:
+    roots = set(roots) | set(target.charge.values())
     if target.before is not None:
         target.before()
-    roots = set(roots) | set(target.charge.values())
+    waited = quiesce(roots)
+    if waited > 5:
+        sys.stdout.write(f"  (waited {waited:.0f} s for the processes under test to go idle)\n")
     before = take_sample(roots)
-    result = target.run(concurrency, seconds)
+    result = target.run(concurrency, max(seconds, target.min_seconds))
     # Let PostgreSQL reap the backends of a finished pgbench run, so their CPU has moved to
     # the postmaster's cutime/cstime when we sample.
     time.sleep(0.1)
@@ -150,6 +156,7 @@ def measure(
         cell.extra = target.after(result)
     if cell.errors:
         raise RuntimeError(f"{target.name} at c={concurrency}: {cell.errors} errors ({result})")
+    quiesce(roots)  # what was still in flight is not the next measurement's
     return cell
 
 

@@ -1,10 +1,13 @@
-"""azora-ledger benchmark: HTTP single transfers (uniform, hot account), the batch endpoint,
-and a pgledger-style SQL transfer function, on one PostgreSQL in one run; ends with `verify`.
+"""azora-ledger benchmark with the shared method (bench/harness): HTTP single transfers
+(uniform, hot account) and the batch endpoint (1,000 transfers a request), each beside the
+pgledger-style one-round-trip SQL transfer function driven by pgbench; ends with `verify`.
 
-    uv run python bench/ledger/run.py [--seconds 8] [--concurrency 64] [--client python|c]
+    uv run python bench/ledger/run.py [--rounds 3] [--seconds 10] [--concurrency 16,64]
+        [--database durable|fast] [--workers N] [--write-gate process|database] [--smoke]
 
-Uses ``AZORA_BENCH_DATABASE_URL`` (a server where databases may be created) or starts its own
-PostgreSQL (azora_devenv.LocalPostgres, durable settings). pgledger itself is not
+Targets, interleaved in every round: http_single_uniform, http_single_hot, http_batch (also at
+its natural concurrency 4), sql_uniform (also at 4, the batch's reference there), sql_hot.
+PostgreSQL: ``AZORA_BENCH_DATABASE_URL`` or a private durable server. pgledger itself is not
 fetched (only package registries are reachable here); ``pgledger_style.sql`` is our own
 re-implementation of its transfer function and is labelled so in the results.
 """
@@ -16,119 +19,108 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import loadgen  # bench/ledger/loadgen.py, next to this script
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.harness import (  # after the line above: the repository root on the path
+    Comparison,
+    Database,
+    LoadResult,
+    Processes,
+    Target,
+    add_arguments,
+    database_server,
+    finish,
+    free_port,
+    pgbench,
+    recreate_database,
+    run,
+    settings_from,
+    settle,
+    wrk,
+    wrk_script,
+)
+
 TOKEN = "bench-token-0123456789abcdef"
 ADMIN = "bench-admin-0123456789abcdef"
 ACCOUNTS = 1000
 HOT = "bench:hot"
+BATCH = 1000
+BATCH_CONCURRENCY = 4  # the batch endpoint's natural concurrency: a few large writers
+
+# wrk: one transfer per request between two random accounts (or from the hot account).
+_SINGLE = """
+wrk.method = "POST"
+wrk.path = "/v1/transactions"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+local hot = %(hot)s
+function request()
+    local a = math.random(0, %(accounts)d - 1)
+    local b = (a + math.random(1, %(accounts)d - 1)) %% %(accounts)d
+    local debit = hot and "%(hot_code)s" or string.format("bench:acc:%%d", a)
+    local body = string.format('{"postings":[{"account":"%%s","direction":"debit",' ..
+        '"amount":7,"currency":"EUR"},{"account":"bench:acc:%%d","direction":"credit",' ..
+        '"amount":7,"currency":"EUR"}]}', debit, b)
+    return wrk.format(nil, nil, nil, body)
+end
+"""
+
+# wrk: 1,000 uniform transfers a request; 16 bodies per thread, built once and rotated.
+_BATCH = """
+wrk.method = "POST"
+wrk.path = "/v1/transactions:batch"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+local bodies = {}
+local next_body = 0
+function make_body()
+    local items = {}
+    for i = 1, %(size)d do
+        local a = math.random(0, %(accounts)d - 1)
+        local b = (a + math.random(1, %(accounts)d - 1)) %% %(accounts)d
+        items[i] = string.format('{"postings":[{"account":"bench:acc:%%d","direction":"debit",' ..
+            '"amount":3,"currency":"EUR"},{"account":"bench:acc:%%d","direction":"credit",' ..
+            '"amount":3,"currency":"EUR"}]}', a, b)
+    end
+    return wrk.format(nil, nil, nil, '{"mode":"atomic","transactions":[' ..
+        table.concat(items, ",") .. ']}')
+end
+function request()
+    if #bodies < 16 then bodies[#bodies + 1] = make_body() end
+    next_body = next_body %% #bodies + 1
+    return bodies[next_body]
+end
+"""
 
 
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    url = os.environ.get("AZORA_BENCH_DATABASE_URL")
-    if url:
-        yield url
-        return
-    from azora_devenv.postgres import LocalPostgres
-
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-        pg = LocalPostgres(
-            Path(tmp) / "data",
-            extra_settings={"shared_buffers": "256MB", "max_wal_size": "2GB"},
-        )
-        pg.start()
-        POSTMASTER[:] = [int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
-        try:
-            yield pg.url("postgres")
-        finally:
-            pg.stop()
+def single_script(hot: bool) -> str:
+    params = {"token": TOKEN, "accounts": ACCOUNTS, "hot": str(hot).lower(), "hot_code": HOT}
+    return wrk_script(_SINGLE % params)
 
 
-async def settle(url: str) -> None:
-    """Before each measured scenario, as pgbench does before its runs: vacuum and analyze the
-    database and checkpoint, so no scenario pays for the previous one's dead rows or for a
-    checkpoint (and its full-page writes) that happens to start inside it."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("VACUUM ANALYZE")
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
+def batch_script() -> str:
+    return wrk_script(_BATCH % {"token": TOKEN, "accounts": ACCOUNTS, "size": BATCH})
 
 
-async def recreate(base: str, name: str) -> str:
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def drive(
-    seconds: float, concurrency: int, one: Callable[[], Awaitable[int]]
-) -> dict[str, Any]:
-    """Run ``one`` from ``concurrency`` loops for ``seconds``; ``one`` returns transfers done."""
-    latencies: list[float] = []
-    done = 0
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def loop() -> None:
-        nonlocal done, errors
-        while time.perf_counter() < stop:
-            started = time.perf_counter()
-            try:
-                n = await one()
-            except Exception:
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - started)
-            done += n
-
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {
-        "transfers": done,
-        "errors": errors,
-        "seconds": round(elapsed, 2),
-        "transfers_per_second": round(done / elapsed, 1),
-        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "concurrency": concurrency,
-    }
-
-
-def pair(codes: list[str]) -> tuple[str, str]:
-    a, b = random.sample(codes, 2)
-    return a, b
+def sql_script(first_id: int, last_id: int, hot_id: int | None) -> str:
+    """pgbench: one call of the reference's transfer function per transaction."""
+    n = last_id - first_id + 1
+    lines = [
+        f"\\set a random({first_id}, {last_id})",
+        f"\\set d random(1, {n - 1})",
+        f"\\set b {first_id} + ((:a - {first_id} + :d) % {n})",
+        f"SELECT ref.create_transfer({hot_id if hot_id is not None else ':a'}, :b, 7);",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def body(debit: str, credit: str, amount: int) -> dict[str, Any]:
@@ -140,251 +132,29 @@ def body(debit: str, credit: str, amount: int) -> dict[str, Any]:
     }
 
 
-def start_service(
-    url: str, port: int, workers: int, log: Path, write_gate: str = "process"
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "LEDGER_WRITE_GATE": write_gate,
-        "LEDGER_DATABASE_URL": url,
-        "LEDGER_API_TOKENS": json.dumps({TOKEN: ["*"]}),
-        "LEDGER_ADMIN_TOKEN": ADMIN,
-        "LEDGER_LOG_LEVEL": "WARNING",
-        "LEDGER_DB_POOL_SIZE": "20",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from azora_ledger.cli import main; main()",
-            "serve",
-            "--migrate",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r,
-        ):
-            if r.status == 200:
-                return proc
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
-        time.sleep(0.2)
-    raise TimeoutError("ledger did not become ready")
-
-
-async def bench_service(base: str, args: argparse.Namespace) -> dict[str, Any]:
-    url = await recreate(base, "ledger_bench")
-    port = 18000 + random.randint(0, 999)
-    log = Path(tempfile.gettempdir()) / "ledger-bench-service.log"
-    proc = start_service(url, port, args.workers, log, args.write_gate)
-    api = f"http://127.0.0.1:{port}"
+async def prepare_service(api: str) -> None:
+    """Accounts, then history: 50,000 transfers through the batch endpoint (not measured)."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    results: dict[str, Any] = {}
+    codes = [f"bench:acc:{i}" for i in range(ACCOUNTS)]
+    async with aiohttp.ClientSession(api, headers=headers) as http:
+        for code in [*codes, HOT, "bench:source"]:
+            async with http.post(
+                "/v1/accounts", json={"code": code, "type": "asset", "currency": "EUR"}
+            ) as r:
+                assert r.status in (201, 409), await r.text()
+        for _ in range(100):
+            items = [body(*random.sample(codes, 2), random.randint(1, 10_000)) for _ in range(500)]
+            async with http.post(
+                "/v1/transactions:batch", json={"mode": "atomic", "transactions": items}
+            ) as r:
+                assert r.status == 201, await r.text()
+
+
+async def prepare_reference(url: str) -> tuple[int, int, int]:
+    """The reference schema and accounts, with the same history; (hot, first, last) ids."""
+    conn = await asyncpg.connect(url)
     try:
-        conn = aiohttp.TCPConnector(limit=args.concurrency * 2)
-        async with aiohttp.ClientSession(api, headers=headers, connector=conn) as http:
-            codes = [f"bench:acc:{i}" for i in range(ACCOUNTS)]
-            for code in [*codes, HOT, "bench:source"]:
-                async with http.post(
-                    "/v1/accounts", json={"code": code, "type": "asset", "currency": "EUR"}
-                ) as r:
-                    assert r.status in (201, 409), await r.text()
-
-            async def batch(items: list[dict[str, Any]]) -> int:
-                payload = json.dumps({"mode": "atomic", "transactions": items}).encode()
-                return await post_batch(payload, len(items))
-
-            async def post_batch(payload: bytes, size: int) -> int:
-                async with http.post(
-                    "/v1/transactions:batch",
-                    data=payload,
-                    headers={"Content-Type": "application/json"},
-                ) as r:
-                    if r.status != 201:
-                        raise RuntimeError(await r.text())
-                    return size
-
-            # The measured batches are encoded up front and rotated (as the wrk script does):
-            # encoding 1,000 items with the stdlib is ~3 ms of the shared cores per request.
-            batch_bodies = [
-                json.dumps(
-                    {
-                        "mode": "atomic",
-                        "transactions": [body(*pair(codes), 3) for _ in range(1000)],
-                    }
-                ).encode()
-                for _ in range(16)
-            ]
-            rotation = iter(range(1 << 62))
-
-            # Warm-up with history: 50k transfers through the batch endpoint.
-            for _ in range(100):
-                await batch([body(*pair(codes), random.randint(1, 10_000)) for _ in range(500)])
-
-            async def single(debit: str, credit: str) -> int:
-                async with http.post("/v1/transactions", json=body(debit, credit, 7)) as r:
-                    if r.status != 201:
-                        raise RuntimeError(f"{r.status} {await r.text()}")
-                    return 1
-
-            scenarios: dict[str, tuple[int, Callable[[], Awaitable[int]]]] = {
-                "http_single_uniform": (
-                    args.concurrency,
-                    lambda: single(*pair(codes)),
-                ),
-                "http_single_hot": (args.concurrency, lambda: single(HOT, random.choice(codes))),
-                "http_batch_uniform": (
-                    4,
-                    lambda: post_batch(batch_bodies[next(rotation) % len(batch_bodies)], 1000),
-                ),
-            }
-            c_scenarios: dict[str, dict[str, Any]] = {
-                "http_single_uniform": {"concurrency": args.concurrency},
-                "http_single_hot": {"concurrency": args.concurrency, "hot": HOT},
-                "http_batch_uniform": {"concurrency": 4, "batch_size": 1000},
-            }
-            for name, (concurrency, one) in scenarios.items():
-                if args.only and name not in args.only:
-                    continue
-
-                async def scenario(
-                    name: str = name,
-                    concurrency: int = concurrency,
-                    one: Callable[[], Awaitable[int]] = one,
-                ) -> dict[str, Any]:
-                    cpu_before = process_cpu_seconds(proc.pid)
-                    with profiled(proc.pid, args.profile_dir, name):
-                        if args.client == "c":
-                            result = await asyncio.to_thread(
-                                loadgen.wrk,
-                                api,
-                                token=TOKEN,
-                                seconds=args.seconds,
-                                accounts=ACCOUNTS,
-                                **c_scenarios[name],
-                            )
-                        else:
-                            result = await drive(args.seconds, concurrency, one)
-                    # CPU time of the service per transfer: unlike throughput, barely moved by
-                    # whatever else the shared cores are doing.
-                    cpu = process_cpu_seconds(proc.pid) - cpu_before
-                    done = max(result["transfers"], 1)
-                    result["service_cpu_us_per_transfer"] = round(cpu / done * 1e6, 1)
-                    return result
-
-                results[name] = await with_database_cpu(url, scenario())
-            async with http.get("/metrics") as r:
-                metrics = await r.text()
-            size = _histogram_mean(metrics, "azora_ledger_batch_size", 'source="coalesced"')
-            results["coalesced_batch_size"] = round(size, 1) if size is not None else None
-            for name in ("wait", "held"):
-                mean = _histogram_mean(metrics, f"azora_ledger_write_turn_{name}_seconds", "")
-                results[f"write_turn_{name}_mean_ms"] = (
-                    round(mean * 1000, 2) if mean is not None else None
-                )
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    verify = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "from azora_ledger.cli import main; main()",
-        "verify",
-        env={**os.environ, "LEDGER_DATABASE_URL": url},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    stdout, _ = await asyncio.wait_for(verify.communicate(), 300)
-    report = json.loads(stdout)
-    results["verify"] = {
-        "ok": report["ok"] and verify.returncode == 0,
-        "checked": report["checked"],
-        "duration_seconds": report["duration_seconds"],
-    }
-    return results
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its descendants, live (``/proc/<pid>/task``)
-    or exited and reaped (cutime/cstime: pgbench's connections end before the measurement)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for child in (task / "children").read_text().split():
-                with contextlib.suppress(OSError):
-                    total += process_cpu_seconds(int(child))
-    return total
-
-
-POSTMASTER: list[int] = []  # the local PostgreSQL's postmaster pid, when the bench started it
-
-
-def database_cpu_seconds() -> float | None:
-    """CPU time of the local PostgreSQL (postmaster + backends); None for an external server."""
-    return process_cpu_seconds(POSTMASTER[0]) if POSTMASTER else None
-
-
-@contextlib.contextmanager
-def profiled(pid: int, out_dir: Path | None, name: str) -> Iterator[None]:
-    """Sample the service with py-spy (collapsed stacks) while a scenario runs, if asked."""
-    if out_dir is None:
-        yield
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spy = subprocess.Popen(
-        [
-            os.environ.get("PY_SPY", "py-spy"),
-            "record",
-            "--pid",
-            str(pid),
-            "--subprocesses",
-            "--format",
-            "raw",
-            "--rate",
-            "200",
-            "--output",
-            str(out_dir / f"{name}.txt"),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        spy.wait(30)
-
-
-def _histogram_mean(text: str, name: str, label: str) -> float | None:
-    total = count = None
-    for line in text.splitlines():
-        if label not in line:
-            continue
-        if line.startswith(name + "_sum"):
-            total = float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_count"):
-            count = float(line.rsplit(" ", 1)[1])
-    return round(total / count, 5) if total is not None and count else None
-
-
-async def bench_reference(base: str, args: argparse.Namespace) -> dict[str, Any]:
-    url = await recreate(base, "ledger_bench_ref")
-    pool = await asyncpg.create_pool(url, min_size=args.concurrency, max_size=args.concurrency)
-    assert pool is not None
-    sql = (Path(__file__).parent / "pgledger_style.sql").read_text()
-    async with pool.acquire() as conn:
-        await conn.execute(sql)
+        await conn.execute((Path(__file__).parent / "pgledger_style.sql").read_text())
         await conn.execute(
             "INSERT INTO ref.accounts (name, currency) SELECT 'acc' || g, 'EUR' "
             "FROM generate_series(1, $1) g",
@@ -392,125 +162,145 @@ async def bench_reference(base: str, args: argparse.Namespace) -> dict[str, Any]
         )
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM ref.accounts ORDER BY id")]
         hot, ids = ids[0], ids[1:]
-        # Same warm-up history as the service.
+        assert ids[-1] - ids[0] + 1 == len(ids), "reference account ids are not contiguous"
         for _ in range(50):
             async with conn.transaction():
                 await conn.executemany(
                     "SELECT ref.create_transfer($1, $2, $3)",
                     [(*random.sample(ids, 2), random.randint(1, 10_000)) for _ in range(1000)],
                 )
+        return hot, ids[0], ids[-1]
+    finally:
+        await conn.close()
 
-    async def transfer(a: int, b: int) -> int:
-        async with pool.acquire() as c:
-            await c.fetchval("SELECT ref.create_transfer($1, $2, 7)", a, b)
-        return 1
 
-    if args.client == "c":
-        await pool.close()
-        from azora_devenv.postgres import find_pg_bindir
+def service_figures(api: str) -> dict[str, Any]:
+    """Mean coalesced batch size and write-turn times, from the service's own metrics."""
+    import urllib.request
 
-        exe = find_pg_bindir() / "pgbench"
-        common = {
-            "first_id": min(ids),
-            "last_id": max(ids),
-            "concurrency": args.concurrency,
-            "seconds": args.seconds,
-        }
-        assert max(ids) - min(ids) + 1 == len(ids), "reference account ids are not contiguous"
-        return {
-            "sql_uniform": await with_database_cpu(
-                url, asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=None, **common)
-            ),
-            "sql_hot": await with_database_cpu(
-                url, asyncio.to_thread(loadgen.pgbench, exe, url, hot_id=hot, **common)
-            ),
-        }
+    with urllib.request.urlopen(api + "/metrics", timeout=10) as r:
+        text = r.read().decode()
 
-    results = {
-        "sql_uniform": await with_database_cpu(
-            url, drive(args.seconds, args.concurrency, lambda: transfer(*random.sample(ids, 2)))
-        ),
-        "sql_hot": await with_database_cpu(
-            url, drive(args.seconds, args.concurrency, lambda: transfer(hot, random.choice(ids)))
-        ),
+    def mean(name: str, label: str) -> float | None:
+        total = count = None
+        for line in text.splitlines():
+            if label in line and line.startswith(name + "_sum"):
+                total = float(line.rsplit(" ", 1)[1])
+            elif label in line and line.startswith(name + "_count"):
+                count = float(line.rsplit(" ", 1)[1])
+        return round(total / count, 5) if total is not None and count else None
+
+    size = mean("azora_ledger_batch_size", 'source="coalesced"')
+    out: dict[str, Any] = {"coalesced_batch_size": round(size, 1) if size is not None else None}
+    for name in ("wait", "held"):
+        m = mean(f"azora_ledger_write_turn_{name}_seconds", "")
+        out[f"write_turn_{name}_mean_ms"] = round(m * 1000, 2) if m is not None else None
+    return out
+
+
+def verify(url: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from azora_ledger.cli import main; main()", "verify"],
+        env={**os.environ, "LEDGER_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = json.loads(proc.stdout)
+    return {
+        "ok": bool(report["ok"]) and proc.returncode == 0,
+        "checked": report["checked"],
+        "duration_seconds": report["duration_seconds"],
     }
-    await pool.close()
-    return results
 
 
-async def with_database_cpu(url: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """``run``'s result plus the database's CPU time per transfer while it ran."""
-    await settle(url)
-    before = database_cpu_seconds()
-    result = await run
-    after = database_cpu_seconds()
-    if before is not None and after is not None:
-        result["database_cpu_us_per_transfer"] = round(
-            (after - before) / max(result["transfers"], 1) * 1e6, 1
-        )
-    return result
+@contextlib.contextmanager
+def profiled(pid: int, out_dir: Path | None, name: str) -> Iterator[None]:
+    """Sample the service with py-spy (collapsed stacks) while a target runs, if asked."""
+    if out_dir is None:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(pid), "--subprocesses",
+         "--format", "raw", "--rate", "200", "--output", str(out_dir / f"{name}.txt"),
+         "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(30)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    s, r = report["service"], report["reference"]
-    rows = [
-        ("HTTP single transfer, uniform", s["http_single_uniform"], r["sql_uniform"], 1.0),
-        ("HTTP single transfer, hot account", s["http_single_hot"], r["sql_hot"], 2.0),
-        (
-            "HTTP batch endpoint (1,000/request), uniform",
-            s["http_batch_uniform"],
-            r["sql_uniform"],
-            5.0,
-        ),
-    ]
-    out = [
-        f"# azora-ledger benchmark, {report['date']}",
-        "",
-        f"Machine: {report['machine']}. PostgreSQL: {report['postgres']}. "
-        f"Service: {report.get('service_workers', 1)} uvicorn worker(s), write gate "
-        f"{report.get('write_gate', 'process')}. Load generators: "
-        f"{'wrk and pgbench' if report.get('client') == 'c' else 'aiohttp and asyncpg'}. "
-        f"Reference: **{report['reference_label']}**.",
-        "",
-        "| scenario | transfers/s | p50 ms | p99 ms | service CPU µs/transfer "
-        "| database CPU µs/transfer | reference transfers/s | ratio | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, ours, ref, target in rows:
-        ratio = ours["transfers_per_second"] / max(ref["transfers_per_second"], 1e-9)
-        out.append(
-            f"| {name} | {ours['transfers_per_second']:,} | {ours['p50_ms']} | {ours['p99_ms']} "
-            f"| {ours.get('service_cpu_us_per_transfer', '-')} "
-            f"| {ours.get('database_cpu_us_per_transfer', '-')} "
-            f"| {ref['transfers_per_second']:,} | {ratio:.2f}x | >= {target}x |"
-        )
-    out += [
-        "",
-        "| reference scenario | transfers/s | p50 ms | p99 ms | database CPU µs/transfer |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, key in [("SQL function, uniform", "sql_uniform"), ("SQL function, hot", "sql_hot")]:
-        x = r[key]
-        out.append(
-            f"| {name} | {x['transfers_per_second']:,} | {x['p50_ms']} | {x['p99_ms']} "
-            f"| {x.get('database_cpu_us_per_transfer', '-')} |"
-        )
-    out += [
-        "",
-        f"Mean coalesced batch size: {s.get('coalesced_batch_size')}. "
-        f"Verify after the run: **{'passed' if s['verify']['ok'] else 'FAILED'}** "
-        f"({s['verify']['checked']}).",
-        "",
-        f"Command: `{report['command']}`",
-    ]
-    return "\n".join(out) + "\n"
+def targets_for(
+    db: Database,
+    api: str,
+    service_pid: int,
+    service_url: str,
+    ref_url: str,
+    ref_ids: tuple[int, int, int],
+    concurrencies: tuple[int, ...],
+    seconds: float,
+    profile_dir: Path | None,
+) -> list[Target]:
+    hot_id, first, last = ref_ids
+    with_batch_level = (BATCH_CONCURRENCY, *concurrencies)
+    service_charge = {
+        "service": service_pid,
+        **({"database": db.postmaster} if db.postmaster else {}),
+    }
+    ref_charge = {"database": db.postmaster} if db.postmaster else {}
+
+    def http(name: str, script: str, path: str) -> Callable[[int, float], LoadResult]:
+        def go(concurrency: int, seconds: float) -> LoadResult:
+            with profiled(service_pid, profile_dir, f"{name}-c{concurrency}"):
+                return wrk(api + path, script, concurrency=concurrency, seconds=seconds)
+
+        return go
+
+    def sql(script: str) -> Callable[[int, float], LoadResult]:
+        def go(concurrency: int, seconds: float) -> LoadResult:
+            return pgbench(ref_url, script, concurrency=concurrency, seconds=seconds)
+
+        return go
+
+    def settle_service() -> None:
+        settle(service_url)
+
+    def settle_reference() -> None:
+        settle(ref_url)
+
+    return [
+        Target("http_single_uniform", http("http_single_uniform", single_script(False),
+               "/v1/transactions"), service_charge, before=settle_service),
+        Target("http_single_hot", http("http_single_hot", single_script(True),
+               "/v1/transactions"), service_charge, before=settle_service),
+        # A batch takes seconds at c=64: measured three times as long, so the requests cut
+        # off at the end (half a request per connection on average) weigh little.
+        Target("http_batch", http("http_batch", batch_script(), "/v1/transactions:batch"),
+               service_charge, concurrencies=with_batch_level, units_per_request=BATCH,
+               before=settle_service, min_seconds=3 * seconds),
+        Target("sql_uniform", sql(sql_script(first, last, None)), ref_charge,
+               concurrencies=with_batch_level, before=settle_reference),
+        Target("sql_hot", sql(sql_script(first, last, hot_id)), ref_charge,
+               before=settle_reference),
+    ]  # fmt: skip
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1)
+COMPARISONS = [
+    Comparison("HTTP single transfer, uniform", "http_single_uniform", "sql_uniform", 1.0),
+    Comparison("HTTP single transfer, hot account", "http_single_hot", "sql_hot", 2.0),
+    Comparison("HTTP batch endpoint (1,000/request), uniform", "http_batch", "sql_uniform", 5.0),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the service")
     parser.add_argument(
         "--write-gate",
         choices=["process", "database"],
@@ -518,60 +308,73 @@ async def main() -> int:
         help="LEDGER_WRITE_GATE of the service (database: one writer across its workers)",
     )
     parser.add_argument(
-        "--client",
-        choices=["python", "c"],
-        default="python",
-        help="load generators: the aiohttp/asyncpg drivers (default; the setup in which the "
-        "reference gives the ~3,000/s uniform the issue calibrates on), or wrk + pgbench",
-    )
-    parser.add_argument(
-        "--only", nargs="*", help="run only these service scenarios (and skip the reference)"
-    )
-    parser.add_argument(
         "--profile-dir",
         type=Path,
-        help="record py-spy collapsed stacks of the service per scenario here ($PY_SPY or py-spy)",
+        help="record py-spy collapsed stacks of the service per measurement ($PY_SPY or py-spy)",
     )
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with postgres() as base:
-        conn = await asyncpg.connect(base)
-        version = await conn.fetchval("SHOW server_version")
-        await conn.close()
-        if args.only:
-            # A partial run is for profiling and iteration: print it, write no results.
-            sys.stdout.write(json.dumps(await bench_service(base, args), indent=2) + "\n")
-            return 0
-        reference = await bench_reference(base, args)
-        service = await bench_service(base, args)
-    date = datetime.now(UTC).strftime("%Y-%m-%d")
-    report = {
-        "date": date,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python "
-        f"{platform.python_version()}",
-        "postgres": version,
-        "reference_label": "pgledger-style SQL reference (our re-implementation)",
-        "command": "uv run python bench/ledger/run.py " + " ".join(sys.argv[1:]),
-        "service_workers": args.workers,
-        "write_gate": args.write_gate,
-        "client": args.client,
-        "service": service,
-        "reference": reference,
-    }
-    # One uvicorn worker is the default deployment (replicas scale out); other counts are
-    # kept beside it instead of replacing it.
-    name = (
-        f"ledger-{date}"
-        + (f"-workers{args.workers}" if args.workers != 1 else "")
-        + ("-c-clients" if args.client == "c" else "")
-        + ("-database-gate" if args.write_gate == "database" else "")
+    settings = settings_from(args)
+    with database_server(settings.database) as db, Processes() as procs:
+        ref_url = recreate_database(db, "ledger_bench_ref")
+        ref_ids = asyncio.run(prepare_reference(ref_url))
+        service_url = recreate_database(db, "ledger_bench")
+        port = free_port()
+        api = f"http://127.0.0.1:{port}"
+        service = procs.start(
+            "ledger",
+            [sys.executable, "-c", "from azora_ledger.cli import main; main()", "serve",
+             "--migrate", "--port", str(port), "--workers", str(args.workers)],
+            {
+                "LEDGER_WRITE_GATE": args.write_gate,
+                "LEDGER_DATABASE_URL": service_url,
+                "LEDGER_API_TOKENS": json.dumps({TOKEN: ["*"]}),
+                "LEDGER_ADMIN_TOKEN": ADMIN,
+                "LEDGER_LOG_LEVEL": "WARNING",
+                "LEDGER_DB_POOL_SIZE": "20",
+            },
+            ready=api + "/readyz",
+        )  # fmt: skip
+        asyncio.run(prepare_service(api))
+        targets = targets_for(
+            db, api, service.pid, service_url, ref_url, ref_ids, settings.concurrencies,
+            settings.seconds, args.profile_dir,
+        )  # fmt: skip
+        doc = run(
+            "ledger",
+            "azora-ledger benchmark",
+            targets,
+            COMPARISONS,
+            settings,
+            database=db,
+            own_pids=[service.pid, db.postmaster],
+            extra={
+                "reference_label": "pgledger-style SQL reference (our re-implementation)",
+                "service_workers": args.workers,
+                "write_gate": args.write_gate,
+            },
+        )
+        doc["service_figures"] = service_figures(api)
+        procs.stop(service)
+        doc["verify"] = verify(service_url)
+    figures, checked = doc["service_figures"], doc["verify"]
+    notes = [
+        f"Service: {args.workers} uvicorn worker(s), write gate {args.write_gate}. Reference: "
+        f"**{doc['reference_label']}**, one `SELECT ref.create_transfer(...)` per pgbench "
+        "transaction (prepared). Batch figures are transfers/s and CPU per transfer; the batch "
+        f"also runs at its natural concurrency {BATCH_CONCURRENCY}, and for three times as long "
+        "as the other targets (a request takes seconds at c=64).",
+        "",
+        f"Mean coalesced batch size: {figures['coalesced_batch_size']}; write turn wait / held "
+        f"(means): {figures['write_turn_wait_mean_ms']} / {figures['write_turn_held_mean_ms']} "
+        f"ms. Verify after the run: **{'passed' if checked['ok'] else 'FAILED'}** "
+        f"({checked['checked']}).",
+    ]
+    suffix = (f"-workers{args.workers}" if args.workers != 1 else "") + (
+        "-database-gate" if args.write_gate == "database" else ""
     )
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (RESULTS / f"{name}.md").write_text(text)
-    sys.stdout.write(text)
-    return 0 if service["verify"]["ok"] else 1
+    finish(doc, settings, notes=notes, suffix=suffix)
+    return 0 if checked["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())
