@@ -61,6 +61,11 @@ SERVICES = [
     ),
 ]
 OPERATOR_PORT = PORT_BASE + 5
+# Two instances of the local model backend (services/model-backend): the example AIModelRoute
+# (examples/aimodelroute.yaml) routes to them weighted 3:1. The example names the default ports;
+# examples_yaml() rewrites them when AZORA_PORT_BASE moves them.
+MODEL_BACKENDS = {"model-a": PORT_BASE + 6, "model-b": PORT_BASE + 7}
+EXAMPLE_MODEL_PORTS = {"model-a": 8106, "model-b": 8107}
 
 
 def load_state() -> dict[str, Any]:
@@ -78,6 +83,14 @@ def load_state() -> dict[str, Any]:
     STATE_FILE.write_text(json.dumps(state, indent=2))
     STATE_FILE.chmod(0o600)
     return state
+
+
+def examples_yaml() -> str:
+    """examples/*.yaml as one stream, the model backends' ports moved with AZORA_PORT_BASE."""
+    text = "\n---\n".join(p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml")))
+    for key, port in MODEL_BACKENDS.items():
+        text = text.replace(f"127.0.0.1:{EXAMPLE_MODEL_PORTS[key]}/", f"127.0.0.1:{port}/")
+    return text
 
 
 def service_url(svc: Service) -> str:
@@ -143,6 +156,10 @@ class Supervisor:
         if self.only == "cluster":
             self.write_env()
             return
+        # They need nothing else and take seconds to load their models: start them first.
+        for key, port in MODEL_BACKENDS.items():
+            self.children[key] = self.model_backend_process(key, port)
+            self.children[key].start()
         self.pg = LocalPostgres(STATE / "pg" / "data", port=s["pg_port"])
         self.pg.start()
         for svc in SERVICES:
@@ -152,6 +169,8 @@ class Supervisor:
             self.children[svc.key].start()
         for svc in SERVICES:
             self.wait_ready(svc.key, service_url(svc) + "/readyz")
+        for key, port in MODEL_BACKENDS.items():
+            self.wait_ready(key, f"http://127.0.0.1:{port}/healthz", timeout=180.0)
         self.write_env()
         assert self.cluster is not None
         crds = sorted((ROOT / "crds").glob("*.yaml"))
@@ -165,7 +184,7 @@ class Supervisor:
             self.children["operator"].start()
             self.wait_ready("operator", f"http://127.0.0.1:{OPERATOR_PORT}/healthz")
         if crds and any((ROOT / "examples").glob("*.yaml")):
-            self.cluster.kubectl("apply", "-f", str(ROOT / "examples"))
+            self.cluster.kubectl("apply", "-f", "-", input=examples_yaml())
 
     def service_env(self, svc: Service) -> dict[str, str]:
         assert self.pg is not None
@@ -190,6 +209,19 @@ class Supervisor:
             [BIN / svc.script, "serve", "--migrate"],
             log_path=LOG_DIR / f"{svc.key}.log",
             env=self.service_env(svc),
+        )
+
+    def model_backend_process(self, key: str, port: int) -> ManagedProcess:
+        env = {
+            **os.environ,
+            "MODEL_BACKEND_INSTANCE_NAME": key,
+            "MODEL_BACKEND_HOST": "127.0.0.1",
+            "MODEL_BACKEND_PORT": str(port),
+            # Two instances share the machine: one BLAS thread each instead of contending.
+            "OPENBLAS_NUM_THREADS": "1",
+        }
+        return ManagedProcess(
+            key, [BIN / "azora-model-backend", "serve"], log_path=LOG_DIR / f"{key}.log", env=env
         )
 
     def operator_process(self) -> ManagedProcess:
@@ -243,11 +275,14 @@ class Supervisor:
             for svc in SERVICES:
                 lines.append(f"export AZORA_{svc.key.upper()}_URL={service_url(svc)}")
             lines.append(f"export AZORA_OPERATOR_URL=http://127.0.0.1:{OPERATOR_PORT}")
+            for key, port in MODEL_BACKENDS.items():
+                name = key.upper().replace("-", "_")
+                lines.append(f"export AZORA_{name}_URL=http://127.0.0.1:{port}/v1")
         ENV_FILE.write_text("\n".join(lines) + "\n")
         ENV_FILE.chmod(0o600)
 
     def stop_all(self) -> None:
-        for key in ["operator", *[s.key for s in reversed(SERVICES)]]:
+        for key in ["operator", *[s.key for s in reversed(SERVICES)], *MODEL_BACKENDS]:
             proc = self.children.pop(key, None)
             if proc is not None:
                 proc.stop()
@@ -266,9 +301,10 @@ def cmd_up(only: str | None, timeout: float) -> int:
     if supervisor_pid() is not None:
         print("already running; `make status` shows what runs, `make down` stops it")
         return 0
-    for svc in SERVICES if only is None else []:
-        if port_is_open("127.0.0.1", svc.port):
-            print(f"port {svc.port} ({svc.key}) is taken by another process", file=sys.stderr)
+    ports = {svc.key: svc.port for svc in SERVICES} | MODEL_BACKENDS
+    for key, port in ports.items() if only is None else []:
+        if port_is_open("127.0.0.1", port):
+            print(f"port {port} ({key}) is taken by another process", file=sys.stderr)
             return 1
     STATE.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -319,6 +355,8 @@ def summary(only: str | None) -> None:
             url = service_url(svc)
             print(f"  {svc.key:<13} {url}   docs: {url}/docs")
         print(f"  {'operator':<13} http://127.0.0.1:{OPERATOR_PORT}/healthz")
+        for key, port in MODEL_BACKENDS.items():
+            print(f"  {key:<13} http://127.0.0.1:{port}/v1   (OpenAI-compatible, local models)")
     print(f"  {'kube-apiserver':<13} https://127.0.0.1:{state['apiserver_port']}")
     print("\n  . .local/azora.env    # KUBECONFIG, AZORA_ADMIN_TOKEN, AZORA_API_TOKEN, AZORA_*_URL")
     print("  kubectl get azora -A  # the platform's custom resources")
@@ -359,6 +397,9 @@ def cmd_status() -> int:
         f"  {'operator':<13} {'http://127.0.0.1:' + str(OPERATOR_PORT):<24} "
         f"{'ready' if op else 'NOT READY'}"
     )
+    for key, port in MODEL_BACKENDS.items():
+        url = f"http://127.0.0.1:{port}"
+        print(f"  {key:<13} {url:<24} {'ready' if http_ok(url + '/healthz') else 'NOT READY'}")
     return 0
 
 
