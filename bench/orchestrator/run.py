@@ -1,162 +1,65 @@
-"""Benchmark: the orchestrator against a bare proxy floor and LiteLLM, same backend, same run.
+"""ai-orchestrator benchmark with the shared method (bench/harness): the gateway against a
+bare proxy floor and LiteLLM, in front of the same instant backend, interleaved in every round.
 
-Targets (each a separate process on 127.0.0.1, one worker): the fake backend directly; the floor
-(floor.py: raw ASGI + aiohttp, nothing else); the orchestrator with all features on (auth,
-least-request routing over two backends, rate limits per route and client, metrics, active
-health checks); LiteLLM proxy installed into its own venv (never a project dependency).
+    uv run python bench/orchestrator/run.py [--rounds 3] [--seconds 10] [--concurrency 16,64]
+        [--database durable|fast] [--smoke]      (BENCH_SKIP_LITELLM=1 leaves LiteLLM out)
 
-Load: wrk (its own process) for non-streaming requests at concurrency 1, 16 and 64; ttft.py (its
-own process) for streaming time to first chunk at concurrency 1. CPU per proxied request is the
-proxy process tree's CPU time delta over the requests it served in that run.
-
-``uv run python bench/orchestrator/run.py`` (env: AZORA_BENCH_DATABASE_URL, a libpq URL to a
-PostgreSQL where a database may be created; otherwise a private one is started;
-BENCH_SECONDS per run, default 5; BENCH_SKIP_LITELLM=1 to leave LiteLLM out).
+Targets (each its own process on 127.0.0.1, one worker): ``direct`` (the fake backend,
+backend.py), ``floor`` (floor.py: raw ASGI + aiohttp, nothing else), ``orchestrator`` (all
+features on: auth, least-request routing over two backends, rate limits per route and client,
+metrics, active health checks) and ``litellm`` (LiteLLM proxy in its own venv, never a project
+dependency). wrk sends non-streaming chat completions at c=1 (the added latency), 16 and 64; CPU
+per request is charged to the proxy's process tree. After the rounds, ttft.py (a Python client,
+its own process) measures streaming time to first chunk at c=1 once per target. PostgreSQL
+(the gateway's routes): ``AZORA_BENCH_DATABASE_URL`` or a private durable server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
+import argparse
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
+import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.harness import (  # after the line above: the repository root on the path
+    Comparison,
+    LoadResult,
+    Processes,
+    Target,
+    add_arguments,
+    database_server,
+    finish,
+    free_port,
+    recreate_database,
+    run,
+    settings_from,
+    wrk,
+    wrk_script,
+)
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
-SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 TOKEN = "bench-api-token-0123456789abcdef"
 ADMIN = "bench-admin-token-0123456789abcd"
 # LiteLLM refuses to start without a strong master key; with it, it authenticates like we do.
 LITELLM_KEY = "sk-bench-master-7f3c9a1e5b2d4c6a8e0f"
 LITELLM_VENV = Path("/tmp/litellm-venv")
 LITELLM_VERSION = "1.108.7"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_BODY = '{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
+NATURAL_CONCURRENCY = 1  # one client: what the proxy adds to a request's latency
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 90.0, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0, headers=headers).status_code < 500:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and all its descendants."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, tuple[int, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        p = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(p)
-        stats[p] = (int(fields[11]), int(fields[12]))
-    total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        utime, stime = stats.get(p, (0, 0))
-        total += utime + stime
-        todo.extend(children.get(p, []))
-    return total / CLK_TCK
-
-
-class Procs:
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-        self.procs.append(proc)
-        return proc.pid
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wrk(url: str, concurrency: int, headers: dict[str, str]) -> dict[str, Any]:
-    lua = Path(tempfile.mkstemp(suffix=".lua")[1])
+def chat_script(headers: dict[str, str]) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = '{CHAT_BODY}'"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    lua.write_text("\n".join(lines) + "\n")
-    threads = 1 if concurrency == 1 else 2
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{concurrency}",
-            f"-d{SECONDS}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(lua),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    lua.unlink()
-
-    def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "requests": requests,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": ms(pct["50"]),
-        "p99_ms": ms(pct["99"]),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "",
-    }
+    return wrk_script("\n".join(lines) + "\n")
 
 
 def ttft(url: str, n: int, token: str | None) -> dict[str, Any]:
@@ -172,41 +75,14 @@ def ttft(url: str, n: int, token: str | None) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def database() -> Iterator[str]:
-    url = os.environ.get("AZORA_BENCH_DATABASE_URL") or os.environ.get("AZORA_TEST_DATABASE_URL")
-    server = None
-    if not url:
-        from azora_devenv.postgres import LocalPostgres
-
-        server = LocalPostgres(Path(tempfile.mkdtemp(prefix="orch-bench-pg-")) / "data", fast=True)
-        server.start()
-        url = server.url("postgres")
-    url = url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def recreate() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute('DROP DATABASE IF EXISTS "azora_bench_orchestrator" WITH (FORCE)')
-            await conn.execute('CREATE DATABASE "azora_bench_orchestrator"')
-        finally:
-            await conn.close()
-
-    asyncio.run(recreate())
-    try:
-        parts = urlsplit(url)
-        yield urlunsplit((parts.scheme, parts.netloc, "/azora_bench_orchestrator", parts.query, ""))
-    finally:
-        if server is not None:
-            server.stop()
-
-
 def litellm_available() -> tuple[bool, str]:
     if os.environ.get("BENCH_SKIP_LITELLM"):
         return False, "skipped by BENCH_SKIP_LITELLM"
     exe = LITELLM_VENV / "bin" / "litellm"
     if not exe.exists():
-        uv = shutil.which("uv")
+        uv = shutil.which("uv") or next(
+            (str(p) for p in Path.home().glob(".cache/azora/uv-*/bin/uv")), None
+        )
         if uv is None:
             return False, "uv not found to install LiteLLM"
         r1 = subprocess.run([uv, "venv", str(LITELLM_VENV)], capture_output=True, text=True)
@@ -221,202 +97,179 @@ def litellm_available() -> tuple[bool, str]:
     return True, str(exe)
 
 
-def main() -> int:
-    if shutil.which("wrk") is None:
-        sys.stderr.write("wrk is required (apt-get install -y wrk)\n")
-        return 2
-    procs = Procs()
-    results: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "note": "shared by other workloads during the run"},
-        "seconds_per_run": SECONDS,
-        "targets": {},
+def put_route(orch_base: str, backend_url: str) -> None:
+    route = {
+        "model": "bench",
+        "strategy": "least-request",
+        "backends": [
+            {"name": "b1", "url": backend_url, "weight": 3},
+            {"name": "b2", "url": backend_url, "weight": 1},
+        ],
+        "retry": {"attempts": 3, "budgetPercent": 20},
+        "health": {"activeCheck": {"path": "/models", "interval": "10s"}},
+        "rateLimits": {
+            "requestsPerMinute": 100_000_000,
+            "tokensPerMinute": 10**12,
+            "perClient": {"requestsPerMinute": 100_000_000, "tokensPerMinute": 10**12},
+        },
     }
+    request = urllib.request.Request(
+        orch_base + "/admin/v1/routes/bench/bench",
+        method="PUT",
+        data=json.dumps({"generation": 1, "uid": "bench", "spec": route}).encode(),
+        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status < 300, r.read()
+
+
+def start_litellm(
+    procs: Processes, backend_url: str, detail: dict[str, Any]
+) -> tuple[str, int] | None:
+    ok, litellm = litellm_available()
+    detail.update({"version": LITELLM_VERSION, "available": ok, "detail": litellm})
+    if not ok:
+        return None
+    cfg = procs.logs / "litellm.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        "  - model_name: bench\n"
+        "    litellm_params:\n"
+        "      model: openai/bench\n"
+        f"      api_base: {backend_url}\n"
+        "      api_key: sk-bench\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+    )
+    port = free_port()
     try:
-        with database() as dsn:
-            backend_port = free_port()
-            procs.start("backend", [PY, str(HERE / "backend.py"), str(backend_port)])
-            backend_url = f"http://127.0.0.1:{backend_port}/v1"
-            wait_http(backend_url + "/models")
+        proc = procs.start(
+            "litellm",
+            [litellm, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+             "--num_workers", "1"],
+            {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+            ready=f"http://127.0.0.1:{port}/health/liveliness",
+            timeout=180,
+        )  # fmt: skip
+    except (RuntimeError, TimeoutError) as exc:
+        detail.update({"available": False, "detail": f"started but never answered: {exc}"[:500]})
+        return None
+    return f"http://127.0.0.1:{port}/v1", proc.pid
 
-            floor_port = free_port()
-            floor_pid = procs.start(
-                "floor", [PY, str(HERE / "floor.py"), str(floor_port), backend_url]
-            )
 
-            orch_port = free_port()
-            env = {
-                "ORCHESTRATOR_DATABASE_URL": dsn,
-                "ORCHESTRATOR_ADMIN_TOKEN": ADMIN,
-                "ORCHESTRATOR_API_TOKENS": json.dumps({TOKEN: ["ai:invoke"]}),
-                "ORCHESTRATOR_LOG_LEVEL": "WARNING",
-            }
-            orch = [PY, "-m", "azora_orchestrator.cli"]
-            subprocess.run(
-                [*orch, "migrate"], env={**os.environ, **env}, check=True, capture_output=True
-            )
-            orch_pid = procs.start(
-                "orchestrator", [*orch, "serve", "--port", str(orch_port)], env=env
-            )
-            orch_base = f"http://127.0.0.1:{orch_port}"
-            wait_http(orch_base + "/healthz")
-            route = {
-                "model": "bench",
-                "strategy": "least-request",
-                "backends": [
-                    {"name": "b1", "url": backend_url, "weight": 3},
-                    {"name": "b2", "url": backend_url, "weight": 1},
-                ],
-                "retry": {"attempts": 3, "budgetPercent": 20},
-                "health": {"activeCheck": {"path": "/models", "interval": "10s"}},
-                "rateLimits": {
-                    "requestsPerMinute": 100_000_000,
-                    "tokensPerMinute": 10**12,
-                    "perClient": {"requestsPerMinute": 100_000_000, "tokensPerMinute": 10**12},
-                },
-            }
-            r = httpx.put(
-                orch_base + "/admin/v1/routes/bench/bench",
-                json={"generation": 1, "uid": "bench", "spec": route},
-                headers={"Authorization": f"Bearer {ADMIN}"},
-            )
-            r.raise_for_status()
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            wait_http(orch_base + "/v1/models", headers=auth)
-            time.sleep(0.5)
-
-            targets: list[tuple[str, str, int | None, dict[str, str]]] = [
-                ("direct", backend_url, None, {}),
-                ("floor", f"http://127.0.0.1:{floor_port}/v1", floor_pid, {}),
-                ("orchestrator", orch_base + "/v1", orch_pid, auth),
-            ]
-            ok, litellm = litellm_available()
-            results["litellm"] = {"version": LITELLM_VERSION, "available": ok, "detail": litellm}
-            if ok:
-                cfg = procs.logs / "litellm.yaml"
-                cfg.write_text(
-                    "model_list:\n"
-                    "  - model_name: bench\n"
-                    "    litellm_params:\n"
-                    "      model: openai/bench\n"
-                    f"      api_base: {backend_url}\n"
-                    "      api_key: sk-bench\n"
-                    "litellm_settings:\n"
-                    "  telemetry: false\n"
-                    "general_settings:\n"
-                    f"  master_key: {LITELLM_KEY}\n"
-                )
-                lport = free_port()
-                lpid = procs.start(
-                    "litellm",
-                    [litellm, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(lport),
-                     "--num_workers", "1"],
-                    env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
-                )  # fmt: skip
-                try:
-                    wait_http(f"http://127.0.0.1:{lport}/health/liveliness", timeout=180)
-                    targets.append(
-                        (
-                            "litellm",
-                            f"http://127.0.0.1:{lport}/v1",
-                            lpid,
-                            {"Authorization": f"Bearer {LITELLM_KEY}"},
-                        )
-                    )
-                except RuntimeError:
-                    results["litellm"]["available"] = False
-                    results["litellm"]["detail"] = "started but never answered"
-
-            for name, base, pid, headers in targets:
-                entry: dict[str, Any] = {}
-                hdrs = {"Content-Type": "application/json", **headers}
-                # Warm-up (connections, JIT-free but caches and pools).
-                wrk_small = wrk(base + "/chat/completions", 4, hdrs)
-                del wrk_small
-                for c in (1, 16, 64):
-                    cpu0 = tree_cpu(pid) if pid else 0.0
-                    run = wrk(base + "/chat/completions", c, hdrs)
-                    if pid:
-                        run["cpu_ms_per_request"] = (
-                            (tree_cpu(pid) - cpu0) * 1000 / max(1, run["requests"])
-                        )
-                    entry[f"c{c}"] = run
-                    print(name, c, run, flush=True)
-                n = 100 if name == "litellm" else 300
-                token = headers.get("Authorization", "").removeprefix("Bearer ") or None
-                entry["stream_c1"] = ttft(base + "/chat/completions", n, token)
-                print(name, "stream", entry["stream_c1"], flush=True)
-                results["targets"][name] = entry
-    finally:
-        procs.stop()
-
-    direct = results["targets"]["direct"]
-    for name, entry in results["targets"].items():
-        if name == "direct":
-            continue
-        entry["added_p50_c1_ms"] = entry["c1"]["p50_ms"] - direct["c1"]["p50_ms"]
-        entry["added_p99_c1_ms"] = entry["c1"]["p99_ms"] - direct["c1"]["p99_ms"]
-        entry["added_ttft_p50_ms"] = (
-            entry["stream_c1"]["ttft_p50_ms"] - direct["stream_c1"]["ttft_p50_ms"]
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args()
+    settings = settings_from(args)
+    levels = (NATURAL_CONCURRENCY, *settings.concurrencies)
+    litellm_detail: dict[str, Any] = {}
+    with database_server(settings.database) as db, Processes() as procs:
+        dsn = recreate_database(db, "azora_bench_orchestrator")
+        backend_port = free_port()
+        backend_url = f"http://127.0.0.1:{backend_port}/v1"
+        backend = procs.start(
+            "backend",
+            [PY, str(HERE / "backend.py"), str(backend_port)],
+            ready=backend_url + "/models",
         )
-    write(results)
+        floor_port = free_port()
+        floor = procs.start("floor", [PY, str(HERE / "floor.py"), str(floor_port), backend_url])
+        orch_port = free_port()
+        orch_base = f"http://127.0.0.1:{orch_port}"
+        env = {
+            "ORCHESTRATOR_DATABASE_URL": dsn,
+            "ORCHESTRATOR_ADMIN_TOKEN": ADMIN,
+            "ORCHESTRATOR_API_TOKENS": json.dumps({TOKEN: ["ai:invoke"]}),
+            "ORCHESTRATOR_LOG_LEVEL": "WARNING",
+        }
+        orch_cli = [PY, "-m", "azora_orchestrator.cli"]
+        subprocess.run(
+            [*orch_cli, "migrate"], env={**os.environ, **env}, check=True, capture_output=True
+        )
+        orch = procs.start("orchestrator", [*orch_cli, "serve", "--port", str(orch_port)], env,
+                           ready=orch_base + "/healthz")  # fmt: skip
+        put_route(orch_base, backend_url)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        procs.wait_ready("orchestrator", orch, orch_base + "/v1/models", auth, 60)
+        endpoints: list[tuple[str, str, int, dict[str, str]]] = [
+            ("direct", backend_url, backend.pid, {}),
+            ("floor", f"http://127.0.0.1:{floor_port}/v1", floor.pid, {}),
+            ("orchestrator", orch_base + "/v1", orch.pid, auth),
+        ]
+        procs.wait_port("floor", floor, floor_port)
+        litellm = start_litellm(procs, backend_url, litellm_detail)
+        if litellm is not None:
+            endpoints.append(
+                ("litellm", litellm[0], litellm[1], {"Authorization": f"Bearer {LITELLM_KEY}"})
+            )
+        targets = []
+        for name, base, pid, headers in endpoints:
+            script = chat_script({"Content-Type": "application/json", **headers})
+
+            def load(
+                c: int, seconds: float, url: str = base + "/chat/completions", script: str = script
+            ) -> LoadResult:
+                return wrk(url, script, concurrency=c, seconds=seconds, timeout="10s")
+
+            label = "backend" if name == "direct" else "proxy"
+            targets.append(Target(name, load, {label: pid}, concurrencies=levels))
+        comparisons = [
+            Comparison("gateway vs the floor (bare aiohttp proxy)", "orchestrator", "floor")
+        ]
+        if litellm is not None:
+            comparisons.append(Comparison("gateway vs LiteLLM", "orchestrator", "litellm"))
+        doc = run(
+            "orchestrator",
+            "ai-orchestrator benchmark",
+            targets,
+            comparisons,
+            settings,
+            database=db,
+            own_pids=[backend.pid, db.postmaster, *(pid for _, _, pid, _ in endpoints)],
+            extra={"litellm": litellm_detail},
+        )
+        doc["stream_ttft_c1"] = {}
+        for name, base, _, headers in endpoints:
+            n = 100 if name == "litellm" else 300
+            token = headers.get("Authorization", "").removeprefix("Bearer ") or None
+            doc["stream_ttft_c1"][name] = ttft(base + "/chat/completions", n, token)
+    finish(doc, settings, notes=notes(doc))
     return 0
 
 
-def write(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    day = results["date"][:10]
-    (RESULTS / f"orchestrator-{day}.json").write_text(json.dumps(results, indent=2) + "\n")
-    t = results["targets"]
-    lines = [
-        f"# ai-orchestrator benchmark, {results['date']}",
-        "",
-        f"One worker per proxy; {results['machine']['cpus']} CPUs shared by the backend, the "
-        f"load generator (wrk / ttft.py, separate processes) and other workloads; "
-        f"{results['seconds_per_run']} s per run. Added latency = proxy minus direct (p50; "
-        "p99 is shown absolute: on a shared machine its difference is noise). CPU/req = the "
-        "proxy's process CPU time over the requests of that run.",
-        "",
-        "| target | CPU/req c=16 | CPU/req c=64 | added p50 c=1 | p50 / p99 c=1 | req/s c=1 "
-        "| req/s c=16 | req/s c=64 | added TTFT p50 (stream) | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, e in t.items():
-        errors = sum(e[f"c{c}"]["non_2xx"] for c in (1, 16, 64)) + e["stream_c1"]["errors"]
-        p50_p99 = f"{e['c1']['p50_ms']:.3f} / {e['c1']['p99_ms']:.3f} ms"
-        if name == "direct":
-            lines.append(
-                f"| direct | - | - | - | {p50_p99} | {e['c1']['rps']:.0f} | "
-                f"{e['c16']['rps']:.0f} | {e['c64']['rps']:.0f} | "
-                f"(TTFT {e['stream_c1']['ttft_p50_ms']:.3f} ms) | {errors} |"
+def notes(doc: dict[str, Any]) -> list[str]:
+    s = doc["summary"]
+    out = ["## Gateway against the floor", "",
+           "| c | CPU/request gateway / floor | p99 gateway / floor (goal <= 2x) |",
+           "|---:|---:|---:|"]  # fmt: skip
+    if "orchestrator" in s and "floor" in s:
+        for c in sorted(set(s["orchestrator"]) & set(s["floor"])):
+            o, f = s["orchestrator"][c], s["floor"][c]
+            cpu_o = o["cpu_us_per_unit"]["proxy"]["median"]
+            cpu_f = f["cpu_us_per_unit"]["proxy"]["median"]
+            p99_o, p99_f = o["p99_ms"]["median"], f["p99_ms"]["median"]
+            out.append(
+                f"| {c} | {cpu_o:,.1f} / {cpu_f:,.1f} µs = {cpu_o / max(cpu_f, 1e-9):.2f}x "
+                f"| {p99_o:.2f} / {p99_f:.2f} ms = {p99_o / max(p99_f, 1e-9):.2f}x |"
             )
-            continue
-        lines.append(
-            f"| {name} | {e['c16']['cpu_ms_per_request']:.3f} ms | "
-            f"{e['c64']['cpu_ms_per_request']:.3f} ms | {e['added_p50_c1_ms']:.3f} ms | "
-            f"{p50_p99} | {e['c1']['rps']:.0f} | {e['c16']['rps']:.0f} | "
-            f"{e['c64']['rps']:.0f} | {e['added_ttft_p50_ms']:.3f} ms | {errors} |"
-        )
-    lit = results.get("litellm", {})
+    lit = doc["litellm"]
     if not lit.get("available"):
-        lines += ["", f"LiteLLM {lit.get('version')}: not measured ({lit.get('detail')})."]
-    elif "litellm" in t and "orchestrator" in t:
-        for c in (16, 64):
-            ratio = t["orchestrator"][f"c{c}"]["rps"] / max(1.0, t["litellm"][f"c{c}"]["rps"])
-            lines.append("")
-            lines.append(f"Orchestrator / LiteLLM throughput at c={c}: {ratio:.1f}x")
-    if "floor" in t and "orchestrator" in t:
-        ratio = (
-            t["orchestrator"]["c16"]["cpu_ms_per_request"] / t["floor"]["c16"]["cpu_ms_per_request"]
-        )
-        lines += ["", f"Orchestrator CPU per request at c=16 vs the floor: {ratio:.2f}x"]
-    (RESULTS / f"orchestrator-{day}.md").write_text("\n".join(lines) + "\n")
-    sys.stdout.write("\n".join(lines) + "\n")
+        out += ["", f"LiteLLM {lit.get('version')}: not measured ({lit.get('detail')})."]
+    t = doc.get("stream_ttft_c1", {})
+    if t:
+        out += ["", "## Streaming, c=1 (ttft.py, a Python client; once, after the rounds)", "",
+                "| target | TTFT p50 ms | TTFT p99 ms | total p50 ms | errors |",
+                "|---|---:|---:|---:|---:|"]  # fmt: skip
+        out += [
+            f"| {name} | {e['ttft_p50_ms']:.3f} | {e['ttft_p99_ms']:.3f} | "
+            f"{e['total_p50_ms']:.3f} | {e['errors']} |"
+            for name, e in t.items()
+        ]
+    return out
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--report":
-        # Re-render the table from a results file without running anything.
-        write(json.loads(Path(sys.argv[2]).read_text()))
-        sys.exit(0)
     sys.exit(main())

@@ -1,22 +1,16 @@
-"""Benchmark of azora-pricing (not a test): engine throughput and HTTP quote latency.
+"""azora-pricing benchmark with the shared method (bench/harness).
 
-    uv run python bench/pricing/run.py [--quick] [--no-engine] [--workers 1,2]
-                                       [--database fast,durable] [--client wrk|aiohttp]
+    uv run python bench/pricing/run.py [--rounds 3] [--seconds 10] [--concurrency 16,64]
+        [--database durable|fast] [--workers 1[,2]] [--no-engine] [--smoke]
 
-1. In-process engine, one core: quotes/s with 1,000 active rules over 10,000 products, and the
-   curve for 10 / 100 / 1,000 / 10,000 rules (rules indexed by target: cost should stay flat).
-2. HTTP ``POST /v1/quotes`` at concurrency 16 against ``azora-pricing serve`` (uvicorn) on a
-   real PostgreSQL (``AZORA_BENCH_DATABASE_URL`` or a private LocalPostgres: fsync off, or
-   PostgreSQL's defaults with ``--database durable``), driven by ``wrk`` (installed by
-   ``hack/system-deps.sh --bench``) rotating over 500 baskets: p50 / p90 / p99 / p99.9
-   latency, throughput, every response's status, and CPU time per request of the server,
-   PostgreSQL and the client (from /proc and wait4: the steady figures on a shared machine).
-   Each quote is stored. ``--client aiohttp`` runs the old in-process Python client.
-   ``AZORA_BENCH_PYSPY=<py-spy binary>`` also records the server's stacks during the run
-   (collapsed format, into ``AZORA_BENCH_PYSPY_OUT``).
-
-Results: bench/results/pricing-<date>.json and .md (a ``--no-engine`` run keeps the newest
-engine rows).
+1. In-process engine, one core (not load-generated): quotes/s and quotes per CPU-second with
+   1,000 active rules over 10,000 products, and the curve for 10 / 100 / 1,000 / 10,000 rules
+   (rules indexed by target: cost should stay flat).
+2. HTTP ``POST /v1/quotes`` (each quote stored) against ``azora-pricing serve`` on PostgreSQL,
+   wrk rotating over 500 baskets, interleaved with the reference: pgbench running the quote's
+   own INSERT (same statement shape, the same stored documents, one quote per transaction):
+   what storing a quote costs PostgreSQL alone, the floor under the service's latency.
+   Goal (issue 17): p99 <= 10 ms at c=16 and c=64 on durable PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,23 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
-import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from azora_pricing.app import MIGRATIONS
 from azora_pricing.engine import (
     CombinationMode,
@@ -53,14 +41,30 @@ from azora_pricing.engine import (
 from azora_pricing.engine.catalog import ModelKind, PriceModel, Product, Tier
 from azora_pricing.engine.spec import compile_rule
 from azora_pricing.engine.trace import result_document
+from bench.harness import (  # after the line above: the repository root on the path
+    Comparison,
+    Processes,
+    Target,
+    add_arguments,
+    database_server,
+    finish,
+    free_port,
+    pgbench,
+    recreate_database,
+    run,
+    settings_from,
+    settle,
+    wrk,
+    wrk_script,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 PRODUCTS = 10_000
+RULES = 1_000
 LABELS = [f"label-{i}" for i in range(200)]
 SEGMENTS = ["student", "staff", "alumni", "public"]
 ADMIN = "bench-admin-token-0123456789"
 TOKEN = "bench-api-token-0123456789"
+SAMPLES = 500  # stored quotes the reference re-inserts
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -209,32 +213,6 @@ def bench_engine(rule_counts: list[int], seconds: float) -> list[dict[str, Any]]
     return rows
 
 
-# --- 2. HTTP --------------------------------------------------------------------------------
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live descendants (uvicorn workers)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += process_cpu_seconds(int(child))
-    return total
-
-
-def postmaster_pid(server: Any) -> int | None:
-    """The local PostgreSQL's postmaster (its backends are its children); None if external."""
-    if server is None:
-        return None
-    return int((server.data_dir / "postmaster.pid").read_text().split()[0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def seed(dsn: str, rule_count: int) -> None:
     rng = random.Random(7)
     conn = await asyncpg.connect(dsn)
@@ -261,432 +239,181 @@ async def seed(dsn: str, rule_count: int) -> None:
         await conn.close()
 
 
-async def load_aiohttp(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, total: int
-) -> dict[str, Any]:
-    """The old in-process client, kept for comparison (``--client aiohttp``).
-
-    It shares the two cores and its own event loop with nothing else, but its queueing (16
-    coroutines on one loop, ~0.15 ms of CPU per request) is inside every latency it reports.
-    """
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    counter = iter(range(total))
-    payloads = [json.dumps(b).encode() for b in bodies]
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base_url=url, connector=connector, headers=headers) as http:
-
-        async def worker() -> None:
-            for n in counter:
-                start = time.perf_counter()
-                async with http.post("/v1/quotes", data=payloads[n % len(payloads)]) as response:
-                    await response.read()
-                latencies.append(time.perf_counter() - start)
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
-
-    return {
-        "client": "aiohttp",
-        "requests": len(latencies),
-        "concurrency": concurrency,
-        "statuses": statuses,
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-        "p999_ms": pct(0.999),
-        "max_ms": round(latencies[-1] * 1000, 2),
-        "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
-        "throughput_rps": round(total / wall),
-    }
+# --- 2. HTTP, with the reference -------------------------------------------------------------
 
 
-# wrk (C, epoll) as the load generator: it costs a fraction of a Python client's CPU on the
-# shared cores and adds no event-loop queueing of its own to the latencies. Every request is
-# prepared once (wrk.format) and the connections rotate over the baskets; each thread counts
-# response statuses, and done() prints them with wrk's own latency histogram as one JSON line.
-WRK_SCRIPT = """
+# wrk: every request prepared once per thread, the connections rotating over the baskets.
+QUOTES_LUA = """
 local bodies = {BODIES}
 local prepared = {}
 local counter = 0
-local threads = {}
-statuses = {}
-
-function setup(thread)
-  thread:set("offset", #threads)
-  table.insert(threads, thread)
-end
-
-function init(args)
+function thread_init(args)
   local headers = {["Authorization"] = "Bearer TOKEN", ["Content-Type"] = "application/json"}
   for i, body in ipairs(bodies) do
     prepared[i] = wrk.format("POST", "/v1/quotes", headers, body)
   end
-  counter = offset * 7919
+  counter = thread_id * 7919
 end
-
 function request()
   counter = counter + 1
   return prepared[counter % #prepared + 1]
 end
+"""
 
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local merged = {}
-  for _, thread in ipairs(threads) do
-    for status, n in pairs(thread:get("statuses")) do
-      merged[status] = (merged[status] or 0) + n
-    end
-  end
-  local parts = {}
-  for status, n in pairs(merged) do
-    table.insert(parts, string.format('"%d": %d', status, n))
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"requests": %d, "duration_us": %d, "statuses": {%s}, '
-    .. '"socket_errors": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "p999_us": %d, '
-    .. '"max_us": %d, "mean_us": %.1f}\\n',
-    summary.requests, summary.duration, table.concat(parts, ", "),
-    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean))
-end
+# pgbench: the service's INSERT for one quote, from stored quotes (the same documents).
+REFERENCE_SQL = f"""\\set k random(1, {SAMPLES})
+INSERT INTO quotes (id, status, customer_id, currency, total, codes, request, result,
+                    snapshot_revision, created_at, expires_at)
+SELECT gen_random_uuid(), 'open', q.customer_id, q.currency, q.total, q.codes, q.request,
+       q.result, s.revision, now(), now() + interval '15 minutes'
+FROM bench_quote_sample q JOIN pricing_state s ON s.id = 1 AND s.revision = q.snapshot_revision
+WHERE q.n = :k;
 """
 
 
-def wrk_script(bodies: list[dict[str, Any]]) -> str:
+def quotes_script(bodies: list[dict[str, Any]]) -> str:
     literals = []
     for body in bodies:
         text = json.dumps(body)
         assert "]==]" not in text
         literals.append(f"[==[{text}]==]")
-    return WRK_SCRIPT.replace("{BODIES}", "{" + ",\n".join(literals) + "}").replace("TOKEN", TOKEN)
+    lua = QUOTES_LUA.replace("{BODIES}", "{" + ",\n".join(literals) + "}")
+    return wrk_script(lua.replace("TOKEN", TOKEN))
 
 
-def load_wrk(
-    url: str, script: Path, concurrency: int, seconds: float, threads: int = 2
-) -> dict[str, Any]:
-    """One wrk run; its own CPU time comes from the kernel's accounting of the child (wait4)."""
-    proc = subprocess.Popen(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{concurrency}",
-            f"-d{seconds:g}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url + "/v1/quotes",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0 or "WRK_RESULT " not in out:
-        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}")
-    raw = json.loads(out.split("WRK_RESULT ", 1)[1].splitlines()[0])
-    requests = int(raw["requests"])
-    return {
-        "client": f"wrk -t{threads} -c{concurrency} -d{seconds:g}s",
-        "requests": requests,
-        "concurrency": concurrency,
-        "statuses": {int(k): v for k, v in raw["statuses"].items()},
-        "socket_errors": raw["socket_errors"],
-        "p50_ms": round(raw["p50_us"] / 1000, 2),
-        "p90_ms": round(raw["p90_us"] / 1000, 2),
-        "p99_ms": round(raw["p99_us"] / 1000, 2),
-        "p999_ms": round(raw["p999_us"] / 1000, 2),
-        "max_ms": round(raw["max_us"] / 1000, 2),
-        "mean_ms": round(raw["mean_us"] / 1000, 2),
-        "throughput_rps": round(requests * 1e6 / raw["duration_us"]),
-        "client_cpu_s": usage.ru_utime + usage.ru_stime,
-    }
+async def sample_quotes(dsn: str) -> None:
+    """Keep SAMPLES of the quotes the warm-up stored, for the reference to insert again."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE bench_quote_sample AS SELECT row_number() OVER () AS n, customer_id,"
+            " currency, total, codes, request, result, snapshot_revision FROM quotes LIMIT $1",
+            SAMPLES,
+        )
+        await conn.execute("ALTER TABLE bench_quote_sample ADD PRIMARY KEY (n)")
+        count = await conn.fetchval("SELECT count(*) FROM bench_quote_sample")
+        assert count == SAMPLES, f"the warm-up stored {count} quotes, fewer than {SAMPLES}"
+    finally:
+        await conn.close()
 
 
-def batch_sizes(url: str) -> dict[str, float] | None:
-    """Mean quote-write batch size so far, from the service's own histogram (None if absent)."""
-    text = httpx.get(url + "/metrics", timeout=5).text
+def quote_write_batches(url: str) -> dict[str, float] | None:
+    """Quotes per INSERT over the whole run, from the service's own histogram."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
     values: dict[str, float] = {}
     for line in text.splitlines():
         for suffix in ("_sum", "_count"):
-            name = "azora_pricing_quote_write_batch_size" + suffix
-            if line.startswith(name + " "):
+            if line.startswith("azora_pricing_quote_write_batch_size" + suffix + " "):
                 values[suffix] = float(line.split()[1])
     if not values.get("_count"):
         return None
-    return {"batches": values["_count"], "quotes": values["_sum"]}
+    return {
+        "inserts": values["_count"],
+        "quotes_per_insert": round(values["_sum"] / values["_count"], 2),
+    }
 
 
-def bench_http(
-    rule_count: int,
-    *,
-    concurrency: int = 16,
-    workers: int = 1,
-    client: str = "wrk",
-    seconds: float = 5.0,
-    total: int = 4_000,
-    durable: bool = False,
-) -> dict[str, Any]:
-    from azora_devenv.postgres import LocalPostgres
-
-    work = Path(tempfile.mkdtemp(prefix="pricing-bench-"))
-    server: LocalPostgres | None = None
-    base = os.environ.get("AZORA_BENCH_DATABASE_URL")
-    try:
-        if base is None:
-            # fast=True: fsync, synchronous_commit and full_page_writes off (a test database);
-            # durable: the server with PostgreSQL's defaults, as production would run it.
-            server = LocalPostgres(work / "pgdata", fast=not durable)
-            server.start()
-            base = server.url("postgres")
-        admin_dsn = base.replace("postgresql+asyncpg://", "postgresql://")
-        dbname = "azora_bench_pricing"
-
-        async def recreate() -> None:
-            conn = await asyncpg.connect(admin_dsn)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-                await conn.execute(f'CREATE DATABASE "{dbname}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(recreate())
-        dsn = admin_dsn.rsplit("/", 1)[0] + "/" + dbname
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--no-engine", action="store_true", help="HTTP only")
+    parser.add_argument(
+        "--workers", default="1", help="uvicorn workers; a comma list: a target each"
+    )
+    args = parser.parse_args()
+    settings = settings_from(args)
+    engine = (
+        []
+        if args.no_engine
+        else bench_engine([10, 100, 1_000, 10_000], 1.0 if settings.smoke else 3.0)
+    )
+    workers = [int(w) for w in args.workers.split(",")]
+    with database_server(settings.database) as db, Processes() as procs:
+        dsn = recreate_database(db, "azora_bench_pricing")
         from azora_common.migrations import upgrade_to_head
 
         upgrade_to_head(MIGRATIONS, dsn)
-        asyncio.run(seed(dsn, rule_count))
-        port = free_port()
-        env = {
-            **os.environ,
-            "PRICING_DATABASE_URL": dsn,
-            "PRICING_ADMIN_TOKEN": ADMIN,
-            "PRICING_API_TOKENS": json.dumps({TOKEN: ["*"]}),
-            "PRICING_LOG_LEVEL": "WARNING",
-            "PRICING_DB_POOL_SIZE": "16",
-        }
-        script = shutil.which("azora-pricing") or str(Path(sys.executable).parent / "azora-pricing")
-        log = (work / "server.log").open("w")
-        proc = subprocess.Popen(
-            [script, "serve", "--port", str(port), "--workers", str(workers)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        asyncio.run(seed(dsn, RULES))
+        script = quotes_script(baskets(500, random.Random(11)))
+        targets, services = [], []
+        for n in workers:
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            bodies = baskets(500, random.Random(11))
-            lua = work / "quotes.lua"
-            lua.write_text(wrk_script(bodies))
+            proc = procs.start(
+                f"pricing-w{n}",
+                [sys.executable, "-c", "from azora_pricing.cli import main; main()", "serve",
+                 "--port", str(port), "--workers", str(n)],
+                {
+                    "PRICING_DATABASE_URL": dsn,
+                    "PRICING_ADMIN_TOKEN": ADMIN,
+                    "PRICING_API_TOKENS": json.dumps({TOKEN: ["*"]}),
+                    "PRICING_LOG_LEVEL": "WARNING",
+                    "PRICING_DB_POOL_SIZE": "16",
+                },
+                ready=url + "/readyz",
+            )  # fmt: skip
+            services.append((n, url, proc))
 
-            def run_load(measured: bool) -> dict[str, Any]:
-                if client == "wrk":
-                    return load_wrk(url, lua, concurrency, seconds if measured else 2)
-                n = total if measured else 1_000
-                return asyncio.run(load_aiohttp(url, bodies, concurrency, n))
+            def load(c: int, seconds: float, url: str = url) -> Any:
+                return wrk(url + "/v1/quotes", script, concurrency=c, seconds=seconds)
 
-            # Warm-up (connections, caches, the snapshot's per-product memo), not measured.
-            run_load(measured=False)
-            profiler = None
-            if pyspy := os.environ.get("AZORA_BENCH_PYSPY"):
-                out = os.environ.get("AZORA_BENCH_PYSPY_OUT", "pricing-profile.txt")
-                profiler = subprocess.Popen(
-                    [pyspy, "record", "-p", str(proc.pid), "-f", "raw", "-o", out]
-                )
-                time.sleep(1)
-            # CPU per request of each party (server with its workers, PostgreSQL with its
-            # backends, the client) is the steady measure on a shared machine; sampled around
-            # the measured run only.
-            pg_pid = postmaster_pid(server)
-            batches_start = batch_sizes(url) if workers == 1 else None
-            cpu_start, client_start = process_cpu_seconds(proc.pid), time.process_time()
-            pg_start = process_cpu_seconds(pg_pid) if pg_pid else 0.0
-            result = run_load(measured=True)
-            cpu = process_cpu_seconds(proc.pid) - cpu_start
-            pg_cpu = process_cpu_seconds(pg_pid) - pg_start if pg_pid else None
-            client_cpu = result.pop("client_cpu_s", None)
-            if client_cpu is None:  # the in-process client
-                client_cpu = time.process_time() - client_start
-            batches_end = batch_sizes(url) if workers == 1 else None
-            if profiler is not None:
-                profiler.send_signal(2)
-                profiler.wait(timeout=30)
-            n = result["requests"]
-            result["server_cpu_ms_per_request"] = round(cpu * 1000 / n, 3)
-            if pg_cpu is not None:
-                result["database_cpu_ms_per_request"] = round(pg_cpu * 1000 / n, 3)
-            result["client_cpu_ms_per_request"] = round(client_cpu * 1000 / n, 3)
-            if batches_start is not None and batches_end is not None:
-                count = batches_end["batches"] - batches_start["batches"]
-                if count:
-                    quotes = batches_end["quotes"] - batches_start["quotes"]
-                    result["mean_quote_write_batch"] = round(quotes / count, 2)
-            result["rules"] = rule_count
-            result["workers"] = workers
-            result["products"] = PRODUCTS
-            result["database"] = (
-                "external"
-                if server is None
-                else ("durable (PostgreSQL defaults)" if durable else "fast (fsync off)")
-            )
-            print(f"http: {result}", flush=True)
-            return result
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            log.close()
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            charge = {"service": proc.pid, **({"database": db.postmaster} if db.postmaster else {})}
+            targets.append(Target(f"pricing_w{n}", load, charge, before=lambda: settle(dsn)))
+        # Warm-up that also stores the quotes the reference re-inserts.
+        wrk(services[0][1] + "/v1/quotes", script, concurrency=16, seconds=2)
+        asyncio.run(sample_quotes(dsn))
+        reference = REFERENCE_SQL
 
+        def store(c: int, seconds: float) -> Any:
+            return pgbench(dsn, reference, concurrency=c, seconds=seconds)
 
-# --- report ---------------------------------------------------------------------------------
-
-
-def previous_engine_rows() -> tuple[list[dict[str, Any]], str | None]:
-    """The newest recorded engine rows (a ``--no-engine`` run keeps them in its results)."""
-    for path in sorted(RESULTS.glob("pricing-*.json"), reverse=True):
-        doc = json.loads(path.read_text())
-        if doc.get("engine"):
-            return doc["engine"], doc.get("engine_date", doc["date"])
-    return [], None
-
-
-def write_results(engine: list[dict[str, Any]], http: list[dict[str, Any]]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC)
-    day = now.strftime("%Y-%m-%d")
-    engine_date: str | None = now.isoformat()
-    if not engine:
-        engine, engine_date = previous_engine_rows()
-    doc = {
-        "benchmark": "pricing",
-        "date": now.isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "products": PRODUCTS,
-        "engine": engine,
-        "engine_date": engine_date,
-        "http": http,
-    }
-    path = RESULTS / f"pricing-{day}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    lines = [
-        f"# azora-pricing benchmark ({day})",
+        ref_charge = {"database": db.postmaster} if db.postmaster else {}
+        targets.append(Target("sql_store_quote", store, ref_charge, before=lambda: settle(dsn)))
+        comparisons = [
+            Comparison(f"POST /v1/quotes, {n} worker(s), {RULES:,} rules", f"pricing_w{n}",
+                       "sql_store_quote")
+            for n in workers
+        ]  # fmt: skip
+        doc = run(
+            "pricing",
+            "azora-pricing benchmark",
+            targets,
+            comparisons,
+            settings,
+            database=db,
+            own_pids=[p.pid for _, _, p in services] + [db.postmaster],
+            extra={"engine": engine, "products": PRODUCTS, "rules": RULES},
+        )
+        doc["quote_writes"] = {f"w{n}": quote_write_batches(url) for n, url, _ in services}
+    notes = [
+        "Reference: **the quote's own INSERT via pgbench** (the statement shape of "
+        "`insert_quotes_if_current`, one quote per transaction, the documents of 500 quotes the "
+        "service stored): what storing a quote costs PostgreSQL alone. Goal (issue 17): the "
+        "service's p99 <= 10 ms at c=16 and c=64, durable.",
         "",
-        f"Machine: {os.cpu_count()} CPUs (shared), Python {sys.version.split()[0]}. "
-        f"{PRODUCTS:,} products; baskets of 1-3 lines; "
-        "command `uv run python bench/pricing/run.py`.",
-        "",
-        f"## Engine, in-process, one core (measured {engine_date})",
-        "",
-        "Quotes per CPU-second is what one dedicated core sustains; wall-clock quotes/s is",
-        "lower whenever other work shares the core.",
-        "",
-        "| active rules | evaluate: quotes/CPU-s | evaluate: quotes/s (wall) "
-        "| evaluate + JSON trace: quotes/CPU-s | candidate rules/quote | adjustments/quote |",
-        "|---:|---:|---:|---:|---:|---:|",
+        f"Quotes per INSERT over the run (the service's quote writer): {doc['quote_writes']}.",
     ]
-    for row in engine:
-        lines.append(
+    if engine:
+        notes += [
+            "",
+            "## Engine, in-process, one core (not load-generated)",
+            "",
+            "Quotes per CPU-second is what one dedicated core sustains.",
+            "",
+            "| active rules | evaluate: quotes/CPU-s | evaluate: quotes/s (wall) "
+            "| evaluate + JSON trace: quotes/CPU-s | candidate rules/quote | adjustments/quote |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        notes += [
             f"| {row['rules']:,} | {row['evaluate_quotes_per_cpu_s']:,} | "
             f"{row['evaluate_quotes_per_s']:,} | {row['evaluate_and_trace_quotes_per_cpu_s']:,} | "
             f"{row['candidate_rules_per_quote']} | {row['adjustments_per_quote']} |"
-        )
-    if http:
-        first = http[0]
-        lines += [
-            "",
-            f"## HTTP POST /v1/quotes (uvicorn, PostgreSQL, concurrency {first['concurrency']}, "
-            f"{first['rules']:,} rules, each quote stored)",
-            "",
-            "Client, server and PostgreSQL share the machine; CPU is milliseconds per request.",
-            "",
-            "| client | workers | database | requests | p50 ms | p90 ms | p99 ms | p99.9 ms "
-            "| max ms | req/s | server CPU | PostgreSQL CPU | client CPU | quotes/INSERT "
-            "| statuses |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            for row in engine
         ]
-        for run in http:
-            lines.append(
-                f"| {run['client']} | {run['workers']} | {run['database']} | "
-                f"{run['requests']:,} | {run['p50_ms']} | {run['p90_ms']} | {run['p99_ms']} | "
-                f"{run['p999_ms']} | {run['max_ms']} | {run['throughput_rps']:,} | "
-                f"{run['server_cpu_ms_per_request']} | "
-                f"{run.get('database_cpu_ms_per_request', '-')} | "
-                f"{run['client_cpu_ms_per_request']} | {run.get('mean_quote_write_batch', '-')} | "
-                f"{run['statuses']}"
-                + (f", {run['socket_errors']} socket errors" if run.get("socket_errors") else "")
-                + " |"
-            )
-    md = RESULTS / f"pricing-{day}.md"
-    md.write_text("\n".join(lines) + "\n")
-    return md
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="shorter runs")
-    parser.add_argument("--no-http", action="store_true")
-    parser.add_argument(
-        "--no-engine", action="store_true", help="HTTP only; the newest engine rows are kept"
-    )
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument(
-        "--workers", default="1", help="uvicorn worker processes; a comma list runs each"
-    )
-    parser.add_argument("--client", choices=["wrk", "aiohttp"], default="wrk")
-    parser.add_argument("--seconds", type=float, default=None, help="wrk run length")
-    parser.add_argument("--requests", type=int, default=None, help="aiohttp request count")
-    parser.add_argument(
-        "--database",
-        default="fast",
-        help="fast (fsync off), durable (PostgreSQL defaults) or a comma list: runs each",
-    )
-    args = parser.parse_args()
-    seconds = 1.0 if args.quick else 3.0
-    engine = [] if args.no_engine else bench_engine([10, 100, 1_000, 10_000], seconds)
-    http = []
-    if not args.no_http:
-        for database in args.database.split(","):
-            if database not in ("fast", "durable"):
-                parser.error(f"--database: {database!r} is not fast or durable")
-            for workers in (int(w) for w in args.workers.split(",")):
-                http.append(
-                    bench_http(
-                        1_000,
-                        concurrency=args.concurrency,
-                        workers=workers,
-                        client=args.client,
-                        seconds=args.seconds or (2.0 if args.quick else 5.0),
-                        total=args.requests or (1_000 if args.quick else 4_000),
-                        durable=database == "durable",
-                    )
-                )
-    print(write_results(engine, http).read_text())
+    finish(doc, settings, notes=notes)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
