@@ -48,9 +48,9 @@ test: sync tools system-deps lint ## the full test suite (real PostgreSQL, real 
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: sync tools ## benchmarks; results under bench/results/ (AREAS="ledger pricing" for a subset)
+bench: sync tools ## benchmarks, shared method (bench/harness); results under bench/results/ (AREAS="ledger pricing", SMOKE=1)
 	bash hack/system-deps.sh --bench
-	BENCH_AREAS="$(AREAS)" $(UV) run python bench/run_all.py
+	BENCH_AREAS="$(AREAS)" BENCH_SMOKE="$(SMOKE)" $(UV) run python bench/run_all.py
 
 .PHONY: up
 up: sync tools ## run the whole platform locally (background); writes .local/azora.env
