@@ -1,7 +1,7 @@
 """Where does an enrollment decision spend its time? (a diagnostic, not the benchmark)
 
 Runs ``azora-enrollment`` in this process under uvicorn with SQLAlchemy event hooks, drives it
-with the load of ``run.py`` from a child process (so the client's CPU is not in our event
+with the burst load of ``burst.py`` from a child process (so the client's CPU is not in our event
 loop), and reports per request transaction: statements (round trips, BEGIN/COMMIT included),
 statements while the cohort row lock is held, time waiting for and holding that lock, and the
 time spent waiting for a pool connection.
@@ -31,7 +31,7 @@ from sqlalchemy import event
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import run as bench  # noqa: E402 (a sibling script, not a package)
+import burst as bench  # noqa: E402 (a sibling script, not a package)
 
 
 class Probe:
@@ -150,8 +150,8 @@ AREAS = (
 CLIENT = """
 import asyncio, json, sys
 sys.path.insert(0, {here!r})
-import run
-print(json.dumps(asyncio.run(run.run({base!r}, {attempts}, {seats}, {waitlist}, {conns}))))
+import burst
+print(json.dumps(asyncio.run(burst.run({base!r}, {attempts}, {seats}, {waitlist}, {conns}))))
 """
 
 
