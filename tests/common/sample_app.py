@@ -76,6 +76,10 @@ async def create_widget(
                 sa.insert(widgets).values(name=body.name, size=body.size).returning(widgets.c.id)
             )
         ).scalar_one()
+        if body.name == "half-written":  # a refusal after a write: the write must not stay
+            raise Conflict("refused after a write")
+        if body.name == "boom":  # a server error after a write
+            raise RuntimeError("an unexpected failure")
         return 201, {"id": new_id, "name": body.name, "size": body.size}
 
     return await run_idempotent(
@@ -84,6 +88,7 @@ async def create_widget(
         scope="POST /v1/widgets",
         request_body=body.model_dump(mode="json"),
         handler=handler,
+        instance="/v1/widgets",
     )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import sqlalchemy as sa
@@ -33,15 +34,59 @@ async def test_same_key_different_body_is_refused(client: httpx.AsyncClient) -> 
     assert body["differing_fields"] == ["size", "tags[0]"]
 
 
-async def test_failed_request_does_not_burn_the_key(client: httpx.AsyncClient) -> None:
+async def test_refusal_is_stored_and_replayed(client: httpx.AsyncClient) -> None:
     headers = {"Idempotency-Key": "k-fail"}
-    assert (
-        await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)
-    ).status_code == 409
-    # Same key, same body: the failure was not stored, so the request runs again.
-    assert (
-        await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)
-    ).status_code == 409
+    first = await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)
+    assert first.status_code == 409
+    assert first.headers["content-type"] == "application/problem+json"
+    assert first.json()["instance"] == "/v1/widgets"
+    assert REPLAYED_HEADER not in first.headers
+    # The request began executing: its refusal is its answer for every retry with the key.
+    again = await client.post("/v1/widgets", json={"name": "taken", "size": 1}, headers=headers)
+    assert (again.status_code, again.headers[REPLAYED_HEADER]) == (409, "true")
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.json() == first.json()
+    other = await client.post("/v1/widgets", json={"name": "free", "size": 1}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+
+
+async def test_refusal_after_a_write_keeps_only_the_refusal(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k-half"}
+    body = {"name": "half-written", "size": 1}
+    assert (await client.post("/v1/widgets", json=body, headers=headers)).status_code == 409
+    again = await client.post("/v1/widgets", json=body, headers=headers)
+    assert (again.status_code, again.headers[REPLAYED_HEADER]) == (409, "true")
+    async with client.app.state.db.sessionmaker() as session:  # type: ignore[attr-defined]
+        count = (
+            await session.execute(
+                sa.select(sa.func.count()).where(widgets.c.name == "half-written")
+            )
+        ).scalar_one()
+    assert count == 0
+
+
+async def test_validation_failure_and_server_error_are_not_stored(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "k-invalid"}
+    invalid = await client.post("/v1/widgets", json={"name": "w", "size": 0}, headers=headers)
+    assert invalid.status_code == 422
+    fixed = await client.post("/v1/widgets", json={"name": "w", "size": 1}, headers=headers)
+    assert fixed.status_code == 201
+    assert REPLAYED_HEADER not in fixed.headers
+
+    headers = {"Idempotency-Key": "k-boom"}
+    body = {"name": "boom", "size": 1}
+    with contextlib.suppress(RuntimeError):  # the test transport may re-raise it
+        assert (await client.post("/v1/widgets", json=body, headers=headers)).status_code == 500
+    async with client.app.state.db.sessionmaker() as session:  # type: ignore[attr-defined]
+        keys = (
+            await session.execute(
+                sa.text("SELECT count(*) FROM idempotency_keys WHERE key = 'k-boom'")
+            )
+        ).scalar_one()
+    assert keys == 0
 
 
 async def test_concurrent_duplicates_one_wins(settings: SampleSettings) -> None:

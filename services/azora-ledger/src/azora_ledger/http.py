@@ -51,7 +51,8 @@ async def idempotent(
     body: Any,
     work: Callable[[], Awaitable[Outcome | dict[str, Any]]],
 ) -> Response:
-    """Run a service call at most once per ``Idempotency-Key`` (azora_common.idempotency)."""
+    """Run a service call at most once per ``Idempotency-Key`` (azora_common.idempotency):
+    its answer, a refusal included, is stored; ``scope`` is ``"POST <path>"``."""
 
     async def handler() -> tuple[int, Any]:
         result = await work()
@@ -59,4 +60,11 @@ async def idempotent(
             return result.status, result.body
         return 200, result
 
-    return await run_idempotent(session, key=key, scope=scope, request_body=body, handler=handler)
+    return await run_idempotent(
+        session,
+        key=key,
+        scope=scope,
+        request_body=body,
+        handler=handler,
+        instance=scope.removeprefix("POST "),
+    )

@@ -121,6 +121,7 @@ async def create_quote(request: Request) -> Response:
             scope="POST /v1/quotes",
             request_body=body.model_dump(mode="json"),
             handler=handler,
+            instance="/v1/quotes",
         )
     return response
 
@@ -171,6 +172,7 @@ async def accept_quote(
         scope=f"POST /v1/quotes/{quote_id}/accept",
         request_body={"quote": str(quote_id)},
         handler=handler,
+        instance=f"/v1/quotes/{quote_id}/accept",
     )
 
 

@@ -4,6 +4,18 @@ The key row is inserted in the same transaction as the effect. A concurrent dupl
 the primary-key index until the first transaction ends: if it committed, the duplicate finds the
 stored response and replays it; if it rolled back, the duplicate runs as if it were first. So
 exactly one request produces the effect, without an ``in progress`` state that could leak.
+
+What is stored (docs/idempotency.md; Stripe's rule, adapted to one transaction):
+
+- every answer of a request that began executing, i.e. passed parsing, authentication and
+  schema validation and reached the service's logic: successes and business-rule refusals
+  (a :class:`ProblemError` below 500: ``cohort-full``, ``balance-constraint-violated`` ...).
+  A refusal's partial effects are rolled back to a savepoint taken after the key was claimed,
+  so the key row holds the refusal and nothing else is written;
+- never a validation failure (malformed body, schema 422, 401/403): those are answered before
+  the key is claimed, so a corrected request may reuse the key;
+- never a server error (5xx, an unexpected exception): unlike Stripe, the key and the effect
+  share one transaction, so a server error leaves nothing behind, and the retry runs afresh.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from azora_common.errors import ProblemError
+from azora_common.errors import ProblemError, problem_response
 
 IDEMPOTENCY_TABLE = "idempotency_keys"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -117,12 +129,15 @@ async def run_idempotent(
     request_body: Any,
     handler: Handler,
     retention: timedelta = timedelta(hours=24),
+    instance: str | None = None,
 ) -> Response:
     """Run ``handler`` at most once per (scope, key); replay its response for retries.
 
     ``request_body`` must be the JSON-able request (e.g. ``model.model_dump(mode="json")``).
-    ``handler`` returns ``(status_code, json_body)``. Errors raised by it roll the request's
-    transaction back, the key with it, so a failed request can be retried with the same key.
+    ``handler`` returns ``(status_code, json_body)``. A :class:`ProblemError` below 500 raised
+    by it is a refusal: its effects are rolled back, the problem is stored under the key and
+    answered (``instance`` is the problem's ``instance``). Any other error rolls the request's
+    transaction back, the key with it, so the request can be retried with the same key.
     """
     if key is None:
         status, body = await handler()
@@ -170,17 +185,34 @@ async def run_idempotent(
                 idempotency_key=key,
                 differing_fields=differing_fields(stored.request_body, orjson.loads(canonical)),
             )
-        return json_response(
-            stored.response_status, stored.response_body, {REPLAYED_HEADER: "true"}
-        )
+        return stored_response(stored.response_status, stored.response_body, replayed=True)
 
-    status, body = await handler()
+    # A refusal must store its problem and nothing else: its effects go back to this savepoint,
+    # taken after the key row, which stays.
+    savepoint = await session.begin_nested()
+    try:
+        status, body = await handler()
+    except ProblemError as exc:
+        if exc.status >= 500:
+            raise
+        await savepoint.rollback()
+        status, body = exc.status, exc.to_problem(instance)
+    else:
+        await savepoint.commit()
     await session.execute(
         sa.update(idempotency_keys)
         .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
         .values(response_status=status, response_body=orjson.loads(_json(body)))
     )
-    return json_response(status, body)
+    return stored_response(status, body, replayed=False)
+
+
+def stored_response(status: int, body: Any, *, replayed: bool) -> Response:
+    """A stored answer: a problem (status 400 up) as problem+json, anything else as JSON."""
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    if status >= 400:
+        return problem_response(body, headers)
+    return json_response(status, body, headers)
 
 
 async def purge_expired(session: AsyncSession, retention: timedelta) -> int:

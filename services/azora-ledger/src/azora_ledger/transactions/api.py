@@ -131,6 +131,7 @@ async def create_batch(request: Request) -> Response:
             scope="POST /v1/transactions:batch",
             request_body=request_body,
             handler=handler,
+            instance="/v1/transactions:batch",
         )
 
 

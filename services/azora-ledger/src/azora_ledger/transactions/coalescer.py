@@ -20,7 +20,11 @@ from azora_common.errors import ProblemError
 from azora_ledger.errors import LedgerBusy
 from azora_ledger.gate import WriteGate
 from azora_ledger.metrics import RETRIES
-from azora_ledger.transactions.service import TransferRequest, create_transactions
+from azora_ledger.transactions.service import (
+    TransferRequest,
+    create_transactions,
+    store_refusal,
+)
 from azora_ledger.work import RETRYABLE, Outcome, database_problem, problem_outcome
 
 log = logging.getLogger("azora.ledger.coalescer")
@@ -123,7 +127,12 @@ class Coalescer:
                 problem = database_problem(exc)
                 if problem is None:
                     raise
-                return [problem_outcome(problem, requests[0].path)]
+                # Its transaction rolled back with the claimed key: stored on its own.
+                return [
+                    await store_refusal(
+                        conn, requests[0], problem_outcome(problem, requests[0].path)
+                    )
+                ]
             except ProblemError as exc:
                 return [problem_outcome(exc, r.path) for r in requests]
         if len(requests) > 1:

@@ -556,7 +556,8 @@ async def finish_keys(
             [b for _, _, b in done],
         )
     if failed:
-        # A failed request leaves no key behind, so the client may retry it (as in azora_common).
+        # A server error leaves no key behind, so the client may retry it (as in azora_common);
+        # refusals are stored like successes (``done``).
         await conn.execute(
             f"DELETE FROM {IDEMPOTENCY_TABLE} WHERE scope = $1 AND key = ANY($2::text[])",
             scope,

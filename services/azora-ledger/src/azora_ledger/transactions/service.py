@@ -96,13 +96,20 @@ async def write_new(
     back (the transaction block ends first)."""
     async with connector.connect() as pooled:
         conn = (await pooled.get_raw_connection()).driver_connection
-        async with gate.turn() as turn:
-            return await with_retries(
-                conn,
-                lambda: create_transactions(
-                    conn, requests, atomic=atomic, source=source, turn=turn
-                ),
-            )
+        try:
+            async with gate.turn() as turn:
+                return await with_retries(
+                    conn,
+                    lambda: create_transactions(
+                        conn, requests, atomic=atomic, source=source, turn=turn
+                    ),
+                )
+        except ProblemError as exc:
+            # Only a single keyed request's refusal by the database itself is stored here (its
+            # transaction is gone); anything else is raised as before.
+            if len(requests) != 1 or requests[0].key is None or exc.status >= 500:
+                raise
+            return [await store_refusal(conn, requests[0], problem_outcome(exc, requests[0].path))]
 
 
 async def write_in_session(
@@ -356,23 +363,53 @@ async def claim_idempotency_keys(
         stored = await repo.stored_keys(conn, TRANSACTIONS_SCOPE, taken) if taken else {}
         for k in taken:
             i = owners[k]
-            row = stored[k]
-            if row["request_hash"] == requests[i].request_hash:
-                outcomes[i] = Outcome(
-                    row["response_status"], orjson.loads(row["response_json"]), replayed=True
-                )
-            else:
-                outcomes[i] = problem_outcome(
-                    IdempotencyKeyReused(
-                        "this Idempotency-Key was used with a different request body",
-                        idempotency_key=k,
-                        differing_fields=differing_fields(
-                            orjson.loads(row["request_json"]), requests[i].request
-                        ),
-                    ),
-                    requests[i].path,
-                )
+            outcomes[i] = stored_outcome(stored[k], requests[i])
     batch.active = [i for i in range(len(requests)) if outcomes[i] is None and i not in followers]
+
+
+def stored_outcome(row: asyncpg.Record, request: TransferRequest) -> Outcome:
+    """What a request whose key is already stored gets: the stored answer, or a refusal when
+    its body differs from the stored request's."""
+    if row["request_hash"] == request.request_hash:
+        return Outcome(row["response_status"], orjson.loads(row["response_json"]), replayed=True)
+    return problem_outcome(
+        IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request body",
+            idempotency_key=request.key,
+            differing_fields=differing_fields(orjson.loads(row["request_json"]), request.request),
+        ),
+        request.path,
+    )
+
+
+async def store_refusal(
+    conn: asyncpg.Connection,
+    request: TransferRequest,
+    refusal: Outcome,
+    retention: timedelta = timedelta(hours=24),
+) -> Outcome:
+    """Store a refusal that only the database found (a constraint the Python checks let
+    through): its transaction was rolled back, the claimed key with it, so the key is claimed
+    again in a transaction of its own. A concurrent request with the same key may have stored
+    an answer meanwhile: that answer wins, as it would have in one transaction."""
+    key = request.key
+    if key is None or refusal.status >= 500:
+        return refusal
+    async with conn.transaction():
+        owned = await repo.claim_keys(
+            conn,
+            TRANSACTIONS_SCOPE,
+            [(key, request.request_hash, request.request_json)],
+            now_utc(),
+            retention,
+        )
+        if key in owned:
+            await repo.finish_keys(
+                conn, TRANSACTIONS_SCOPE, [(key, refusal.status, dumps(refusal.body))], []
+            )
+            return refusal
+        stored = await repo.stored_keys(conn, TRANSACTIONS_SCOPE, [key])
+    return stored_outcome(stored[key], request)
 
 
 async def prepare_checks(conn: asyncpg.Connection, batch: _Batch) -> None:
@@ -553,7 +590,8 @@ async def settle_outcomes(
                 requests[i].path,
             )
         else:
-            outcomes[i] = Outcome(lead.status, lead.body, replayed=lead.ok)
+            # The owner's answer is stored under the key, a refusal too: this is its replay.
+            outcomes[i] = Outcome(lead.status, lead.body, replayed=True)
     final: list[Outcome] = [o for o in outcomes if o is not None]
     assert len(final) == len(requests)
     if atomic and not all(o.ok for o in final):
@@ -575,22 +613,22 @@ async def write_checked(
     planned: list[PlannedTransaction],
     final: list[Outcome],
 ) -> None:
-    """Phase 6: write every planned transaction, then the keyed requests' responses."""
+    """Phase 6: write every planned transaction, then the keyed requests' responses.
+
+    A refusal is stored like a success (docs/idempotency.md): the request began executing, so
+    a retry with the same key replays it, even after the account has been funded since."""
     stored = bool(batch.speculative)
     await repo.write_planned(conn, planned, ws, stored=stored, facts=batch.facts)
     owners = batch.owners
     if owners:
         owned = batch.owned
-        done = []
-        failed = []
-        for k, i in owners.items():
-            o = final[i]
-            if k not in owned:
-                continue  # replayed from a key stored earlier: nothing to store
-            if o.ok:
-                done.append((k, o.status, dumps(o.body)))
-            else:
-                failed.append(k)
+        done = [
+            (k, final[i].status, dumps(final[i].body))
+            for k, i in owners.items()
+            # not owned: replayed from a key stored earlier, nothing to store
+            if k in owned and final[i].status < 500
+        ]
+        failed = [k for k, i in owners.items() if k in owned and final[i].status >= 500]
         await repo.finish_keys(conn, TRANSACTIONS_SCOPE, done, failed)
 
 
