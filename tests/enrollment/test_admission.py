@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -652,3 +653,22 @@ async def test_bulk_and_single_requests_for_the_same_students(
                 )
             ).one()
         assert row.seats_taken == len(names)
+
+
+async def test_a_cohort_that_keeps_changing_is_a_409_after_five_statements(
+    client: httpx.AsyncClient, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The one retry loop is bounded: a spec that changes under every decision (here: the
+    # function always answers stale) ends in a problem, not a loop.
+    await put_cohort(client, ns, "c", spec(capacity=5))
+    calls: list[repo.AdmitArgs] = []
+
+    async def always_stale(session: Any, args: repo.AdmitArgs) -> repo.Admission:
+        calls.append(args)
+        return repo.Admission("stale", None, None, None, None, None, None, None, None)
+
+    monkeypatch.setattr(repo, "admit", always_stale)
+    refused = await enroll(client, f"{ns}/c", "a", expect=409)
+    assert refused["type"].endswith("/cohort-changing")
+    assert len(calls) == 5
+    assert len({a.id for a in calls}) == 1  # one enrollment id for the request, whatever retries
