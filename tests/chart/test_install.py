@@ -98,7 +98,7 @@ def test_install_creates_the_release(control_plane: LocalControlPlane, installed
     assert "prometheusrule.monitoring.coreos.com/azora" in names
     assert any(n.startswith("configmap/azora-dashboard-") for n in names)
     crds = control_plane.kubectl("get", "crd", "-o", "name").stdout
-    for crd in ("pricingrules", "aimodelroutes", "enrollmentcohorts"):
+    for crd in ("pricingrules", "aimodelroutes", "enrollmentcohorts", "pricingpolicies"):
         assert f"customresourcedefinition.apiextensions.k8s.io/{crd}.azora.io" in crds
 
 
@@ -122,12 +122,12 @@ OPERATOR = "system:serviceaccount:azora:azora-operator"
 ALLOWED = (
     [
         (verb, resource, "")
-        for resource in ("pricingrules", "aimodelroutes", "enrollmentcohorts")
+        for resource in ("pricingrules", "aimodelroutes", "enrollmentcohorts", "pricingpolicies")
         for verb in ("list", "watch", "patch")
     ]
     + [
         ("patch", resource, "status")
-        for resource in ("pricingrules", "aimodelroutes", "enrollmentcohorts")
+        for resource in ("pricingrules", "aimodelroutes", "enrollmentcohorts", "pricingpolicies")
     ]
     + [
         ("create", "events", ""),

@@ -60,9 +60,15 @@ def wait_for(
 
 
 # Each kind's admin plural and the test service that owns it.
-ADMIN = {"PricingRule": "pricing-rules", "AIModelRoute": "routes", "EnrollmentCohort": "cohorts"}
+ADMIN = {
+    "PricingRule": "pricing-rules",
+    "AIModelRoute": "routes",
+    "EnrollmentCohort": "cohorts",
+    "PricingPolicy": "pricing-policies",
+}
 SERVICE = {
     "PricingRule": "pricing",
+    "PricingPolicy": "pricing",
     "AIModelRoute": "orchestrator",
     "EnrollmentCohort": "enrollment",
 }
@@ -73,6 +79,7 @@ def plural_of(kind: str) -> str:
         "PricingRule": "pricingrules",
         "AIModelRoute": "aimodelroutes",
         "EnrollmentCohort": "enrollmentcohorts",
+        "PricingPolicy": "pricingpolicies",
     }[kind]
 
 

@@ -12,7 +12,7 @@ import yaml
 from azora_devenv import LocalControlPlane
 from tests.operator.kube import CRDS, EXAMPLES, kubectl_ok, unique
 
-KINDS = ("PricingRule", "AIModelRoute", "EnrollmentCohort")
+KINDS = ("PricingRule", "AIModelRoute", "EnrollmentCohort", "PricingPolicy")
 
 
 def _crds() -> list[dict[str, Any]]:

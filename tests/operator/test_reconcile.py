@@ -64,6 +64,9 @@ def test_examples_become_live_with_printer_columns(
             assert cond["observedGeneration"] == obj["metadata"]["generation"]
             assert cond["lastTransitionTime"].endswith("Z")
 
+    ns, name = expected["PricingPolicy"]
+    cols = printer_columns(kube, "pricingpolicies", ns, name)
+    assert (cols["READY"], cols["CURRENCIES"]) == ("True", "CHF=half-up")
     ns, name = expected["EnrollmentCohort"]
     cols = printer_columns(kube, "enrollmentcohorts", ns, name)
     assert cols["READY"] == "True"

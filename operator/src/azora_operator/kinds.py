@@ -1,4 +1,4 @@
-"""The three custom resources and how each maps onto its service's admin API.
+"""The custom resources and how each maps onto its service's admin API.
 
 Everything kind-specific lives here: the admin plural, which service owns the kind, and how the
 service's live insight (``GET …/status``) becomes the resource's ``status`` fields, including
@@ -141,6 +141,12 @@ def _cohort_status(insight: Mapping[str, Any]) -> JSON:
     }
 
 
+def _policy_status(insight: Mapping[str, Any]) -> JSON:
+    rounding = insight.get("rounding")
+    modes = rounding if isinstance(rounding, Mapping) else {}
+    return {"currencies": ",".join(f"{c}={m}" for c, m in sorted(modes.items())) or "-"}
+
+
 def _no_degradation(insight: Mapping[str, Any]) -> Degradation | None:
     return None
 
@@ -173,4 +179,14 @@ ENROLLMENT_COHORT = Kind(
     degradation=_no_degradation,
 )
 
-KINDS: tuple[Kind, ...] = (PRICING_RULE, AI_MODEL_ROUTE, ENROLLMENT_COHORT)
+PRICING_POLICY = Kind(
+    kind="PricingPolicy",
+    plural="pricingpolicies",
+    admin_plural="pricing-policies",
+    service="azora-pricing",
+    base_url=lambda s: s.pricing_url,
+    insight_status=_policy_status,
+    degradation=_no_degradation,
+)
+
+KINDS: tuple[Kind, ...] = (PRICING_RULE, AI_MODEL_ROUTE, ENROLLMENT_COHORT, PRICING_POLICY)
