@@ -131,10 +131,6 @@ class SentenceEmbedder:
                 )
             )
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Word pieces each text is embedded from, [CLS] and [SEP] included, after truncation."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
-
     def embed(self, texts: list[str], batch_size: int = 32) -> tuple[F32, int]:
         """L2-normalised (len(texts), 384) embeddings and the number of tokens consumed."""
         encodings = self.tokenizer.encode_batch(texts)
