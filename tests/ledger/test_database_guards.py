@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import pytest
 
 from azora_ledger.app import MIGRATIONS
 from azora_ledger.verify.service import verify
-from tests.conftest import migrated_database
+from tests.conftest import API_TOKEN, migrated_database
+from tests.ledger.conftest import ledger_app
+from tests.support.apps import bearer, committing_client
 from tests.support.pg import PostgresServer
 
 
@@ -149,3 +153,62 @@ async def test_verify_detects_a_tampered_total_and_cli_exit_code(
     code, out = await _run(cli, env)
     assert code == 1
     assert '"ok": false' in out
+
+
+async def test_the_service_verifies_on_its_own_schedule(
+    conn: asyncpg.Connection, guards_db: str
+) -> None:
+    # LEDGER_VERIFY_INTERVAL_MINUTES: each replica verifies periodically and sets the gauge
+    # the alert reads (AzoraLedgerVerifyFailed), with nobody calling POST /admin/v1/verify.
+    await conn.execute("ALTER TABLE postings DISABLE TRIGGER postings_immutable")
+    await conn.execute("DELETE FROM postings")
+    await conn.execute("ALTER TABLE postings ENABLE TRIGGER postings_immutable")
+    await conn.execute("ALTER TABLE transactions DISABLE TRIGGER transactions_no_delete")
+    await conn.execute("DELETE FROM transactions")
+    await conn.execute("ALTER TABLE transactions ENABLE TRIGGER transactions_no_delete")
+    await conn.execute("DELETE FROM account_daily_volumes")
+    await conn.execute(
+        "UPDATE accounts SET posted_debits = 0, posted_credits = 0, pending_debits = 0, "
+        "pending_credits = 0"
+    )
+    _, b = await _accounts(conn)
+    url = guards_db.replace("postgresql://", "postgresql+asyncpg://")
+    app = ledger_app(url, verify_interval_minutes=0.005)  # every 0.3 s
+
+    async def gauges(client: httpx.AsyncClient) -> tuple[float, float]:
+        text = (await client.get("/metrics")).text
+        values = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line.startswith("azora_ledger_verify_")
+        }
+        return (
+            values["azora_ledger_verify_ok"],
+            values["azora_ledger_verify_last_run_timestamp_seconds"],
+        )
+
+    async def next_run(client: httpx.AsyncClient, after: float) -> float:
+        for _ in range(100):
+            ok, last_run = await gauges(client)
+            if last_run > after:
+                return ok
+            await asyncio.sleep(0.1)
+        raise AssertionError("no verification ran within 10 s")
+
+    started = time.time()
+    async with committing_client(app, bearer(API_TOKEN)) as client:
+        assert await next_run(client, started) == 1
+        await conn.execute("UPDATE accounts SET posted_debits = 7 WHERE id = $1", b)
+        tampered = time.time()
+        assert await next_run(client, tampered) == 0
+        await conn.execute("UPDATE accounts SET posted_debits = 0 WHERE id = $1", b)
+        assert await next_run(client, time.time()) == 1
+
+
+async def test_periodic_verification_can_be_disabled(guards_db: str) -> None:
+    url = guards_db.replace("postgresql://", "postgresql+asyncpg://")
+    app = ledger_app(url, verify_interval_minutes=0)
+    async with committing_client(app, bearer(API_TOKEN)):
+        tasks = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+        assert "run_verifier" not in tasks
+        assert "run_expirer" in tasks

@@ -30,6 +30,7 @@ from azora_ledger.transactions.api import FAST_ROUTES, REQUEST_MODELS
 from azora_ledger.transactions.api import router as transactions_router
 from azora_ledger.transactions.coalescer import Coalescer
 from azora_ledger.verify.api import router as verify_router
+from azora_ledger.verify.service import run_verifier
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -71,12 +72,19 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
                 pool, settings.expiry_interval_seconds, settings.pending_gauge_interval_seconds
             )
         )
+        tasks = [expirer]
+        if settings.verify_interval_minutes > 0:
+            tasks.append(
+                asyncio.create_task(run_verifier(pool, settings.verify_interval_minutes * 60))
+            )
         try:
             yield
         finally:
-            expirer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expirer
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if app.state.coalescer is not None:
                 await app.state.coalescer.close()
             await pool.close()

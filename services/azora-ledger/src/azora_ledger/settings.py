@@ -44,3 +44,7 @@ class LedgerSettings(ServiceSettings):
     expiry_interval_seconds: float = Field(default=1.0, gt=0)
     # Refresh interval of the outstanding-pending gauge.
     pending_gauge_interval_seconds: float = Field(default=15.0, gt=0)
+    # Each replica verifies the books (verify/service.py run_verifier) this often and exports
+    # azora_ledger_verify_ok; 0 disables it (then only `azora-ledger verify` and
+    # POST /admin/v1/verify set the gauge).
+    verify_interval_minutes: float = Field(default=60.0, ge=0, le=7 * 24 * 60)

@@ -6,6 +6,9 @@ Run by ``azora-ledger verify`` and ``POST /admin/v1/verify``; the result is expo
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
 from typing import Any
 
@@ -13,6 +16,8 @@ import asyncpg
 
 from azora_ledger.metrics import VERIFY_LAST_RUN, VERIFY_OK, VERIFY_PROBLEMS
 from azora_ledger.verify import repository as repo
+
+log = logging.getLogger("azora.ledger.verify")
 
 CHECKS = {
     "account_totals": "account running totals equal the sum of their postings",
@@ -62,3 +67,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, int | str | bool) or value is None:
         return value
     return str(value)
+
+
+async def run_verifier(pool: asyncpg.Pool, interval_seconds: float) -> None:
+    """Verify every ``interval_seconds`` (``LEDGER_VERIFY_INTERVAL_MINUTES``) for as long as the
+    service runs, so ``azora_ledger_verify_ok`` is never older than that and the alert reads a
+    fresh result without anyone calling ``POST /admin/v1/verify``.
+
+    Every replica verifies (each exports its own gauge; a replica that never verified would
+    keep the alert blind). The first run comes after a random part of the interval, at most
+    five minutes, so replicas started together do not scan the books at the same moment."""
+    await asyncio.sleep(random.uniform(0.1, 1.0) * min(interval_seconds, 300.0))
+    while True:
+        try:
+            result = await verify_pooled(pool)
+            if not result["ok"]:
+                failed = [c["check"] for c in result["checks"] if not c["ok"]]
+                log.error("ledger verification failed: %s", ", ".join(failed))
+        except Exception:  # a database outage must not end the periodic check
+            log.exception("ledger verification could not run")
+        await asyncio.sleep(interval_seconds)
