@@ -2,8 +2,9 @@
 
 Before, the rules lived in ``enrollment_admit()`` (0003), in ``enrollment_admit_keyed()`` (0004,
 the Idempotency-Key around it) and again in Python (the general path for prerequisites and for
-offers past their window, and the bulk path). This migration replaces both functions by one,
-with the same name and the Idempotency-Key folded in, and adds the eligibility rule as its own
+offers past their window, and the bulk path). This migration adds the one function that replaces
+both, with the same name and the Idempotency-Key folded in (the old two stay until a later
+release, for rolling upgrades), and adds the eligibility rule as its own
 function because promotion (``repository.waitlist_batch``) asks the same question:
 
 - ``enrollment_unmet(student, segment, allowed, prerequisites)``: the unmet requirements, as
@@ -25,10 +26,7 @@ Revises: 0004
 Create Date: 2026-11-28
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
 
@@ -324,20 +322,12 @@ $fn$
 """
 
 
-def _version(filename: str) -> ModuleType:
-    """An earlier migration module (its name starts with a digit: loaded by path)."""
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(f"enrollment_migration_{path.stem}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upgrade() -> None:
-    op.execute(f"DROP FUNCTION enrollment_admit_keyed({_OLD_KEYED})")
-    op.execute(f"DROP FUNCTION enrollment_admit({_OLD_ADMIT})")
+    # Expand, not contract: the functions of 0003 and 0004 stay (the new one is an overload
+    # with another signature), because during a rolling upgrade the previous release's replicas
+    # keep calling enrollment_admit_keyed until they are replaced; dropping it here would fail
+    # their requests. No code of this release calls them. A migration of a later release drops
+    # them (_OLD_ADMIT, _OLD_KEYED), once no replica of a release before 0005 can run.
     op.execute(UNMET)
     op.execute(ADMIT)
 
@@ -345,5 +335,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION enrollment_admit({_ADMIT})")
     op.execute("DROP FUNCTION enrollment_unmet(text, text, text[], text[])")
-    op.execute(_version("0003_admit_function.py").FUNCTION)
-    op.execute(_version("0004_admit_keyed.py").FUNCTION)
