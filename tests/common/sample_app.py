@@ -114,6 +114,15 @@ async def get_widget(
     return {"id": row.id, "name": row.name, "size": row.size, "request_id": current_request_id()}
 
 
+@router.delete("/v1/widgets/{widget_id}", status_code=204)
+async def delete_widget(
+    widget_id: Annotated[int, PathParam(ge=1)], session: SessionDep, _: WriteDep
+) -> Response:
+    # A second route on the path of get_widget: a 405 there must list both routes' methods.
+    await session.execute(sa.delete(widgets).where(widgets.c.id == widget_id))
+    return Response(status_code=204)
+
+
 @router.put("/admin/v1/config/{name}")
 async def put_config(name: str, value: str, session: SessionDep, _: AdminDep) -> dict[str, str]:
     await session.execute(

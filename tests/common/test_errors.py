@@ -54,6 +54,24 @@ async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None
     assert_problem(await client.delete("/v1/widgets"), 405, "method-not-allowed")
 
 
+async def test_405_lists_every_method_of_every_route_on_the_path(
+    client: httpx.AsyncClient,
+) -> None:
+    # Two routes on one path (GET and DELETE /v1/widgets/{id}): Starlette's own 405 named
+    # only the first route's methods.
+    resp = await client.patch("/v1/widgets/1")
+    body = assert_problem(resp, 405, "method-not-allowed")
+    assert resp.headers["allow"] == "DELETE, GET"
+    assert "allowed: DELETE, GET" in str(body["detail"])
+    resp = await client.put("/v1/widgets")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "POST"
+    # A plain route (fastpath) and the full stack's routes count alike.
+    resp = await client.get("/v1/fast-widgets")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "POST"
+
+
 async def test_domain_errors_are_problems(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/widgets/999999"), 404, "not-found")
     assert_problem(

@@ -8,7 +8,7 @@ import io
 
 import httpx
 
-from tests.ledger.conftest import CUR
+from tests.ledger.conftest import CUR, transfer
 
 
 async def test_trial_balance(fixture_books: httpx.AsyncClient) -> None:
@@ -90,3 +90,43 @@ async def test_trial_balance_csv(fixture_books: httpx.AsyncClient) -> None:
     lines = resp.text.splitlines()
     assert lines[0] == "account,type,currency,debit,credit"
     assert f"r:assets:bank,asset,{CUR},110000,0" in lines
+
+
+async def test_instants_must_be_rfc3339_with_a_timezone(
+    fixture_books: httpx.AsyncClient,
+) -> None:
+    # A number was taken as seconds since 1970 (as_of=0.5: a report as of 1970).
+    where = [
+        ("/v1/reports/trial-balance", "as_of"),
+        ("/v1/reports/balance-sheet", "as_of"),
+        ("/v1/reports/income-statement", "from"),
+        ("/v1/reports/income-statement", "to"),
+        ("/v1/reports/totals", "to"),
+        ("/v1/accounts/r:assets:bank/balances", "as_of"),
+    ]
+    values = ["0.5", "0", "1700000000", "2026-01-31", "2026-01-31T23:59:59", "2026-01-31 23:59Z"]
+    for path, param in where:
+        for value in values:
+            resp = await fixture_books.get(path, params={param: value})
+            assert resp.status_code == 422, (path, param, value, resp.text)
+            assert resp.headers["content-type"] == "application/problem+json"
+            [error] = resp.json()["errors"]
+            assert error["field"] == f"query.{param}"
+            assert "RFC 3339" in error["reason"]
+
+
+async def test_rfc3339_forms_with_an_offset_are_accepted(fixture_books: httpx.AsyncClient) -> None:
+    for value in ("2026-01-31T23:59:59Z", "2026-02-01T00:59:59.5+01:00", "2026-01-31t23:59:59z"):
+        resp = await fixture_books.get(
+            "/v1/reports/trial-balance", params={"as_of": value, "currency": CUR}
+        )
+        assert resp.status_code == 200, (value, resp.text)
+
+
+async def test_body_timestamps_must_be_rfc3339_too(books: httpx.AsyncClient) -> None:
+    resp = await books.post(
+        "/v1/transactions",
+        json=transfer("assets:cash", "revenue:tuition", 5, effective_at=0.5),
+    )
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "effective_at"

@@ -437,3 +437,13 @@ async def test_overdraft_limit(client: httpx.AsyncClient) -> None:
     )
     assert over.status_code == 422
     assert over.json()["constraint"] == "overdraft_limit"
+
+
+async def test_405_lists_every_allowed_method(books: httpx.AsyncClient) -> None:
+    # GET /v1/transactions (a FastAPI route) and POST (a plain route) share the path.
+    resp = await books.delete("/v1/transactions")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET, POST"
+    resp = await books.put("/v1/accounts")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET, POST"

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from azora_common.auth import Principal, require_scope
 from azora_common.errors import InvalidField, problem_response
 from azora_common.idempotency import REPLAYED_HEADER, json_response, run_idempotent
+from azora_ledger.schemas import Timestamp
 from azora_ledger.work import Outcome
 
 ReadDep = Annotated[Principal, require_scope("ledger:read")]
@@ -22,8 +22,33 @@ CodePath = Annotated[
     str, Path(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.@-]+(:[A-Za-z0-9_.@-]+)*$")
 ]
 SafeText = Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")]
+_UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+# Cursors are opaque to clients, but the documents state their form, as the servers check it.
+AccountCursor = Annotated[
+    str | None,
+    Query(
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.@-]+(:[A-Za-z0-9_.@-]+)*$",
+        description="next_cursor of the previous page (the last account code)",
+    ),
+]
+StatementCursor = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        pattern=rf"^[0-9]{{1,19}}\.{_UUID}\.[0-9]{{1,9}}$",
+        description="next_cursor of the previous page (version.transaction.sequence)",
+    ),
+]
+TransactionCursor = Annotated[
+    str | None,
+    Query(
+        pattern=rf"^{_UUID}$",
+        description="next_cursor of the previous page (the last transaction id)",
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Instant = Annotated[AwareDatetime | None, Query(description="RFC 3339 with offset")]
+Instant = Annotated[Timestamp | None, Query(description="RFC 3339 with offset")]
 
 
 def respond(outcome: Outcome) -> Response:

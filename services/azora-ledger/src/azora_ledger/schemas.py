@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # Amounts are stored as PostgreSQL bigint: anything at or above 2^63 is refused at the edge.
 MAX_AMOUNT = 2**63 - 1
@@ -31,7 +41,41 @@ Currency = Annotated[
 CategoryCode = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
 Text = Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")]
-Metadata = Annotated[dict[str, Any], Field(max_length=64)]
+# Checked by _no_nul (keys and strings without NUL, integers within 64 bits, at any depth);
+# the document states the key rule (propertyNames) and the rest in words.
+Metadata = Annotated[
+    dict[str, Any],
+    Field(
+        max_length=64,
+        description=(
+            "Free-form JSON, up to 64 keys; no NUL character in any key or string, integers "
+            "between -2^63 and 2^64-1, at any depth"
+        ),
+        json_schema_extra={"propertyNames": {"pattern": r"^[^\x00]*$"}},
+    ),
+]
+# RFC 3339 date-time with a mandatory offset. Pydantic alone also takes a number of seconds
+# since 1970 (as_of=0.5 was a report as of 1970) and other ISO 8601 forms: refused here.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime) or value is None:
+        return value  # from Python callers, already typed
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with a timezone, e.g. 2026-01-31T23:59:59Z")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
 AccountType = Literal["asset", "liability", "equity", "revenue", "expense"]
 Direction = Literal["debit", "credit"]
 
@@ -139,11 +183,11 @@ class TransactionIn(Input):
     category: CategoryCode | None = None
     tags: Annotated[list[Tag], Field(max_length=20)] = Field(default_factory=list)
     metadata: Metadata = Field(default_factory=dict)
-    effective_at: AwareDatetime | None = Field(
+    effective_at: Timestamp | None = Field(
         default=None, description="When it counts (may be backdated); default: now"
     )
     pending: bool = Field(default=False, description="Reserve now; post, void or expire later")
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
     timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=366 * 86400)] | None = None
     conditions: Annotated[list[ConditionIn], Field(max_length=20)] = Field(default_factory=list)
 
@@ -179,7 +223,7 @@ class ReverseIn(Input):
     reference: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$")] | None = (
         None
     )
-    effective_at: AwareDatetime | None = None
+    effective_at: Timestamp | None = None
 
     @field_validator("effective_at")
     @classmethod

@@ -27,7 +27,11 @@ class ProductIn(_Input):
     labels: list[Text] = Field(default_factory=list, max_length=50)
     active: bool = True
     prices: dict[Annotated[str, Field(pattern=CURRENCY_PATTERN)], PriceSpec] = Field(
-        min_length=1, max_length=50, description="Price model per ISO 4217 currency."
+        min_length=1,
+        max_length=50,
+        description="Price model per ISO 4217 currency.",
+        # patternProperties alone lets other keys through; the server refuses them.
+        json_schema_extra={"propertyNames": {"pattern": CURRENCY_PATTERN}},
     )
 
 

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Mount
 
 PROBLEM_BASE = "https://azora.io/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -185,17 +186,43 @@ _HTTP_SLUGS = {
 }
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path. Starlette answers 405 from the
+    first route whose path matches and lists only that route's methods in ``Allow``; a path
+    served by several routes (``GET`` and ``POST /v1/transactions``) needs all of them. Each
+    method is tried against the routing table's public ``matches`` (FastAPI nests included
+    routers, so the table's entries are not the routes themselves); only on a 405."""
+    app = request.scope.get("app")
+    routes = [
+        r for r in getattr(getattr(app, "router", None), "routes", []) if not isinstance(r, Mount)
+    ]
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+
+
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers) if exc.headers else {}
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route for {request.method} {request.url.path}"
-    if exc.status_code == 405 and detail == "Method Not Allowed":
-        detail = f"{request.method} is not allowed on {request.url.path}"
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+        if detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
+            if allowed:
+                detail += f" (allowed: {', '.join(allowed)})"
     return problem_response(
-        problem_body(exc.status_code, slug, title, detail, request.url.path),
-        dict(exc.headers) if exc.headers else None,
+        problem_body(exc.status_code, slug, title, detail, request.url.path), headers or None
     )
 
 

@@ -10,7 +10,17 @@ from starlette.responses import Response
 from azora_common.db import SessionDep
 from azora_common.idempotency import IdempotencyKeyDep, json_response, run_idempotent
 from azora_ledger.accounts import service
-from azora_ledger.http import CodePath, Instant, Limit, ReadDep, SafeText, WriteDep, utc
+from azora_ledger.http import (
+    AccountCursor,
+    CodePath,
+    Instant,
+    Limit,
+    ReadDep,
+    SafeText,
+    StatementCursor,
+    WriteDep,
+    utc,
+)
 from azora_ledger.schemas import AccountIn, AccountOut
 
 router = APIRouter(tags=["accounts"])
@@ -42,7 +52,7 @@ async def list_accounts(
     session: SessionDep,
     _: ReadDep,
     prefix: SafeText = None,
-    cursor: SafeText = None,
+    cursor: AccountCursor = None,
     limit: Limit = 100,
 ) -> Response:
     return json_response(200, await service.list_accounts(session, prefix, cursor, limit))
@@ -93,7 +103,7 @@ async def account_statement(
     code: CodePath,
     session: SessionDep,
     _: ReadDep,
-    cursor: SafeText = None,
+    cursor: StatementCursor = None,
     limit: Limit = 100,
 ) -> Response:
     return json_response(200, await service.statement(session, code, cursor, limit))

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime
 from starlette.responses import Response
 
 from azora_common.db import SessionDep
 from azora_common.idempotency import json_response
 from azora_ledger.http import Instant, ReadDep, utc
 from azora_ledger.reports import service
+from azora_ledger.schemas import Timestamp
 
 router = APIRouter(tags=["reports"])
 
@@ -65,8 +65,10 @@ async def income_statement(
     request: Request,
     session: SessionDep,
     _: ReadDep,
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[
+        Timestamp | None, Query(alias="from", description="RFC 3339 with offset")
+    ] = None,
+    end: Annotated[Timestamp | None, Query(alias="to", description="RFC 3339 with offset")] = None,
     currency: Currency = None,
 ) -> Response:
     return report_response(
@@ -85,8 +87,10 @@ async def totals(
     session: SessionDep,
     _: ReadDep,
     group_by: Literal["category", "tag"] = "category",
-    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    start: Annotated[
+        Timestamp | None, Query(alias="from", description="RFC 3339 with offset")
+    ] = None,
+    end: Annotated[Timestamp | None, Query(alias="to", description="RFC 3339 with offset")] = None,
 ) -> Response:
     return report_response(
         request, await service.totals(session, group_by, utc(start, "from"), utc(end, "to"))

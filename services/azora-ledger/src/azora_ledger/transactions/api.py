@@ -23,7 +23,7 @@ from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
 from azora_common.idempotency import json_response, run_idempotent
 from azora_ledger.gate import WriteGate
-from azora_ledger.http import Limit, ReadDep, SafeText, WriteDep, respond
+from azora_ledger.http import Limit, ReadDep, SafeText, TransactionCursor, WriteDep, respond
 from azora_ledger.schemas import BatchIn, CategoryIn, TransactionIn, TransactionOut
 from azora_ledger.transactions import service
 from azora_ledger.transactions.coalescer import Coalescer
@@ -216,7 +216,7 @@ async def list_transactions(
     reference: SafeText = None,
     account: SafeText = None,
     status: Literal["posted", "pending", "voided", "expired"] | None = None,
-    cursor: SafeText = None,
+    cursor: TransactionCursor = None,
     limit: Limit = 100,
 ) -> Response:
     return json_response(

@@ -398,7 +398,7 @@ def compile_rule(
 
 
 class TierSpec(_Spec):
-    upTo: int | None = Field(default=None, ge=1)
+    upTo: int | None = Field(default=None, ge=1, le=2**63 - 1)  # quantities are int64
     unitAmount: int = Field(ge=0, le=10**12)
     flatAmount: int = Field(default=0, ge=0, le=10**12)
 
