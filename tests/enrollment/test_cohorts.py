@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
 
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from azora_enrollment.models import cohorts
 from tests.enrollment.conftest import AppFactory
 from tests.enrollment.helpers import ADMIN, enroll, put_cohort, spec, status
 from tests.support.apps import bearer, rollback_client
@@ -71,7 +76,7 @@ async def test_semantic_refusals(client: httpx.AsyncClient, ns: str) -> None:
         (spec(waitlist={"enabled": True, "claimWindow": "soon"}), "InvalidDuration"),
         (spec(refundWindow="-3h"), "InvalidDuration"),
         (spec(eligibility={"prerequisites": ["no-slash"]}), "InvalidPrerequisite"),
-        (spec(eligibility={"prerequisites": [f"{ns}/x"]}), "InvalidPrerequisite"),
+        (spec(eligibility={"prerequisites": [f"{ns}/x"]}), "SelfPrerequisite"),
         (
             spec(
                 waitlist={
@@ -101,6 +106,96 @@ async def test_semantic_refusals(client: httpx.AsyncClient, ns: str) -> None:
         assert body["detail"]
     # Nothing was stored by any refused PUT.
     assert (await client.get(f"/admin/v1/cohorts/{ns}/x/status", headers=ADMIN)).status_code == 404
+
+
+async def _refused(client: httpx.AsyncClient, ns: str, bad: dict[str, object]) -> dict[str, Any]:
+    response = await client.put(
+        f"/admin/v1/cohorts/{ns}/w", json={"generation": 1, "uid": "u", "spec": bad}, headers=ADMIN
+    )
+    assert response.status_code == 422, (bad, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    return dict(response.json())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"refundWindow": "99999999999999999999h"}, "spec.refundWindow"),
+        ({"refundWindow": "8760h1s"}, "spec.refundWindow"),
+        ({"refundWindow": "9000h"}, "spec.refundWindow"),
+        ({"refundWindow": "100000s"}, "spec.refundWindow"),  # six digits: the CRD's pattern
+        ({"refundWindow": "500ms"}, "spec.refundWindow"),  # no ms in the CRD either
+        ({"refundWindow": "1h" * 17}, "spec.refundWindow"),  # 34 characters > 32
+        ({"refundWindow": "48h\n"}, "spec.refundWindow"),
+        ({"waitlist": {"claimWindow": "99999999999999999999h"}}, "spec.waitlist.claimWindow"),
+        ({"waitlist": {"claimWindow": "1e400h"}}, "spec.waitlist.claimWindow"),
+        ({"waitlist": {"claimWindow": "721h"}}, "spec.waitlist.claimWindow"),
+        ({"waitlist": {"claimWindow": "59s"}}, "spec.waitlist.claimWindow"),
+        ({"waitlist": {"claimWindow": "0m"}}, "spec.waitlist.claimWindow"),
+    ],
+)
+async def test_durations_out_of_the_crd_bounds_are_refused(
+    client: httpx.AsyncClient, ns: str, overrides: dict[str, Any], field: str
+) -> None:
+    body = await _refused(client, ns, spec(**overrides))
+    assert body["reason"] == "InvalidDuration", body
+    assert [e["field"] for e in body["errors"]] == [field]
+    assert body["errors"][0]["reason"]
+    assert (await client.get(f"/admin/v1/cohorts/{ns}/w/status", headers=ADMIN)).status_code == 404
+
+
+async def test_durations_at_the_crd_bounds_are_accepted(client: httpx.AsyncClient, ns: str) -> None:
+    for i, (claim, refund) in enumerate(
+        [("1m", "8760h"), ("720h", "0s"), ("99999s", "99999m"), ("1h30m", "336h"), ("0.5h", None)]
+    ):
+        await put_cohort(
+            client,
+            ns,
+            "w",
+            spec(
+                waitlist={"enabled": True, "mode": "offer", "claimWindow": claim},
+                **({"refundWindow": refund} if refund else {}),
+            ),
+            generation=i + 1,
+        )
+
+
+async def test_stored_spec_of_an_earlier_release_stays_readable(
+    client: httpx.AsyncClient, ns: str
+) -> None:
+    """A window an earlier release accepted (``500ms``, 9000h) is not refused when read back."""
+    await put_cohort(client, ns, "old", spec(refundWindow="336h"))
+    app = client.app  # type: ignore[attr-defined]
+    async with app.state.db.sessionmaker() as session:
+        await session.execute(
+            sa.update(cohorts)
+            .where(cohorts.c.namespace == ns, cohorts.c.name == "old")
+            .values(
+                spec=spec(
+                    refundWindow="9000h", waitlist={"enabled": True, "claimWindow": "1000h500ms"}
+                ),
+                revision=cohorts.c.revision + 1000,
+            )
+        )
+        await session.commit()
+    assert (await enroll(client, f"{ns}/old", "s1"))["state"] == "enrolled"
+    assert (await status(client, ns, "old"))["enrolled"] == 1
+
+
+async def test_a_cohort_is_not_its_own_prerequisite(client: httpx.AsyncClient, ns: str) -> None:
+    await put_cohort(client, ns, "basics", spec())
+    body = await _refused(
+        client, ns, spec(eligibility={"prerequisites": [f"{ns}/basics", f"{ns}/w"]})
+    )
+    assert body["reason"] == "SelfPrerequisite"
+    assert body["type"].endswith("/invalid-spec")
+    assert body["field"] == "spec.eligibility.prerequisites[1]"
+    assert body["errors"] == [
+        {"field": "spec.eligibility.prerequisites[1]", "reason": body["errors"][0]["reason"]}
+    ]
+    assert f"{ns}/w" in body["detail"]
+    # Another cohort as the prerequisite is fine.
+    await put_cohort(client, ns, "w", spec(eligibility={"prerequisites": [f"{ns}/basics"]}))
 
 
 async def test_capacity_below_enrolled_is_refused(client: httpx.AsyncClient, ns: str) -> None:

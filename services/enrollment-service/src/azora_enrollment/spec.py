@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -12,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -28,22 +30,76 @@ Text = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 # Students whose segment has no priority rule queue after every ruled segment.
 UNRULED_PRIORITY = 1_000_000
 
+# The CRD's grammar and bounds (crds/enrollmentcohorts.azora.io.yaml), enforced here too for
+# whoever configures the service without Kubernetes: at most 5 digits before the point (so a
+# value can never overflow ``timedelta``), s/m/h only, 32 characters at most.
+DURATION_PATTERN = r"^([0-9]{1,5}(\.[0-9]{1,9})?(s|m|h))+$"
+DURATION_MAX_LENGTH = 32
+CLAIM_WINDOW_MIN = timedelta(minutes=1)
+CLAIM_WINDOW_MAX = timedelta(hours=720)
+REFUND_WINDOW_MAX = timedelta(hours=8760)
+_STRICT_DURATION = re.compile(DURATION_PATTERN)
+# What earlier releases accepted (and may be stored): any number of digits, also ``ms``.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_UNIT_SECONDS = {"h": Decimal(3600), "m": Decimal(60), "s": Decimal(1), "ms": Decimal("0.001")}
+# timedelta's own limit (999,999,999 days): the bound that turns an overflow into a refusal.
+_LENIENT_MAX = timedelta(days=999_999_999)
 
 
 def parse_duration(text: str) -> timedelta:
-    """Go-style duration (``90s``, ``30m``, ``48h``, ``1h30m``, ``500ms``); positive only."""
+    """A Go-style duration (``90s``, ``30m``, ``48h``, ``1h30m``), parsed exactly (``Decimal``).
+
+    Lenient about the grammar (a stored spec of an earlier release may say ``500ms`` or have
+    more digits than the CRD allows) but never raises anything but ``ValueError``: the value is
+    bounded before it becomes a ``timedelta``, so an absurd size is a refusal, not an overflow.
+    """
     pos = 0
-    total = 0.0
+    total = Decimal(0)
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        total += Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
-    if pos != len(text) or not text or total <= 0:
-        raise ValueError(f"'{text}' is not a positive duration like 90s, 30m, 48h or 1h30m")
-    return timedelta(seconds=total)
+    if pos != len(text) or not text:
+        raise ValueError(f"'{text[:40]}' is not a duration like 90s, 30m, 48h or 1h30m")
+    if total > Decimal(int(_LENIENT_MAX.total_seconds())):
+        raise ValueError(f"'{text[:40]}' is longer than {_LENIENT_MAX.days} days")
+    return timedelta(microseconds=int(total * 1_000_000))
+
+
+def check_duration(
+    text: str, *, minimum: timedelta, maximum: timedelta, stored: bool = False
+) -> timedelta:
+    """A window as the CRD states it: its grammar, then ``minimum <= value <= maximum``.
+
+    ``stored``: a spec this service accepted before (``spec_of``): only parsed, never refused
+    again for a rule added since.
+    """
+    if stored:
+        return parse_duration(text)
+    if len(text) > DURATION_MAX_LENGTH or not _STRICT_DURATION.fullmatch(text):
+        raise ValueError(
+            f"'{text[:40]}' is not a duration like 90s, 30m, 48h or 1h30m "
+            f"(numbers of at most 5 digits, units s, m, h, at most {DURATION_MAX_LENGTH} "
+            "characters)"
+        )
+    value = parse_duration(text)
+    if not minimum <= value <= maximum:
+        raise ValueError(f"'{text}' is outside the allowed range {_go(minimum)} to {_go(maximum)}")
+    return value
+
+
+def _go(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
 
 
 class _Spec(BaseModel):
@@ -73,8 +129,10 @@ class WaitlistSpec(_Spec):
 
     @field_validator("claim_window")
     @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
+        check_duration(
+            value, minimum=CLAIM_WINDOW_MIN, maximum=CLAIM_WINDOW_MAX, stored=_stored(info)
+        )
         return value
 
     @property
@@ -106,9 +164,11 @@ class CohortSpec(_Spec):
 
     @field_validator("refund_window")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            parse_duration(value)
+            check_duration(
+                value, minimum=timedelta(0), maximum=REFUND_WINDOW_MAX, stored=_stored(info)
+            )
         return value
 
     @property
@@ -162,19 +222,29 @@ def parse_spec(raw: dict[str, Any], *, namespace: str, name: str) -> CohortSpec:
             f"({spec.opens_at.isoformat()})",
         )
     own_key = f"{namespace}/{name}"
-    for prerequisite in spec.eligibility.prerequisites:
+    for i, prerequisite in enumerate(spec.eligibility.prerequisites):
+        field = f"spec.eligibility.prerequisites[{i}]"
         if not re.match(COHORT_KEY_PATTERN, prerequisite):
-            raise InvalidSpec(
-                "InvalidPrerequisite", f"prerequisite '{prerequisite}' is not 'namespace/name'"
+            raise _field_refusal(
+                "InvalidPrerequisite", field, f"'{prerequisite}' is not 'namespace/name'"
             )
         if prerequisite == own_key:
-            raise InvalidSpec("InvalidPrerequisite", "a cohort cannot be its own prerequisite")
+            # Nobody could ever enroll: completing this cohort would need a seat in it first.
+            raise _field_refusal(
+                "SelfPrerequisite", field, f"cohort {own_key} cannot be its own prerequisite"
+            )
     segments = [rule.segment for rule in spec.waitlist.priority_rules]
     if len(set(segments)) != len(segments):
         raise InvalidSpec(
             "DuplicatePriorityRule", "waitlist.priorityRules names a segment more than once"
         )
     return spec
+
+
+def _field_refusal(reason: str, field: str, message: str) -> InvalidSpec:
+    return InvalidSpec(
+        reason, f"{field}: {message}", field=field, errors=[{"field": field, "reason": message}]
+    )
 
 
 _spec_cache: dict[tuple[int, int], CohortSpec] = {}
@@ -187,6 +257,8 @@ def spec_of(cohort: CohortRow) -> CohortSpec:
     if spec is None:
         if len(_spec_cache) > 10_000:
             _spec_cache.clear()
-        spec = CohortSpec.model_validate(cohort.spec)
+        # Stored specs passed the checks of the release that stored them; later, stricter
+        # bounds refuse new PUTs but never make a stored cohort unreadable.
+        spec = CohortSpec.model_validate(cohort.spec, context={"stored": True})
         _spec_cache[key] = spec
     return spec
