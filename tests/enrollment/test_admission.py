@@ -472,22 +472,46 @@ async def test_unknown_cohort_is_a_404(client: httpx.AsyncClient, ns: str) -> No
     assert _slug(response) == "cohort-not-found"
 
 
-async def test_refusal_leaves_the_key_free(client: httpx.AsyncClient, ns: str) -> None:
-    # A refusal rolls the key back with everything else: the same key may be retried once
-    # the cohort has room, and then it decides (it does not replay the refusal).
+async def test_refusal_is_stored_under_the_key(client: httpx.AsyncClient, ns: str) -> None:
+    # The request began executing, so its refusal is its answer (docs/idempotency.md): a retry
+    # with the same key replays the 409 even once the cohort has room; a new attempt takes a
+    # new key.
     await put_cohort(client, ns, "c", spec(capacity=0))
     body = {"cohort": f"{ns}/c", "student": {"id": "amy", "segment": "pro"}}
-    refused = await client.post("/v1/enrollments", json=body, headers={"Idempotency-Key": "k"})
+    key = {"Idempotency-Key": f"{ns}-k"}
+    refused = await client.post("/v1/enrollments", json=body, headers=key)
     assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
     assert "Idempotent-Replayed" not in refused.headers
     await put_cohort(client, ns, "c", spec(capacity=1), generation=2)
-    taken = await client.post("/v1/enrollments", json=body, headers={"Idempotency-Key": "k"})
+    replay = await client.post("/v1/enrollments", json=body, headers=key)
+    assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (409, "true")
+    assert replay.headers["content-type"] == "application/problem+json"
+    assert replay.json() == refused.json()
+    other = await client.post(
+        "/v1/enrollments",
+        json={"cohort": f"{ns}/c", "student": {"id": "amy", "segment": "basic"}},
+        headers=key,
+    )
+    assert other.status_code == 422
+    assert _slug(other) == "idempotency-key-reused"
+    assert other.json()["differing_fields"] == ["student.segment"]
+    taken = await client.post("/v1/enrollments", json=body, headers={"Idempotency-Key": f"{ns}-k2"})
     assert taken.status_code == 201, taken.text
     assert taken.json()["state"] == "enrolled"
-    assert taken.json()["student"] == {"id": "amy", "segment": "pro"}
-    replay = await client.post("/v1/enrollments", json=body, headers={"Idempotency-Key": "k"})
-    assert replay.headers["Idempotent-Replayed"] == "true"
-    assert replay.json() == taken.json()
+
+
+async def test_validation_failure_leaves_the_key_free(client: httpx.AsyncClient, ns: str) -> None:
+    await put_cohort(client, ns, "c", spec(capacity=1))
+    key = {"Idempotency-Key": f"{ns}-v"}
+    invalid = await client.post(
+        "/v1/enrollments", json={"cohort": f"{ns}/c", "student": {}}, headers=key
+    )
+    assert invalid.status_code == 422
+    body = {"cohort": f"{ns}/c", "student": {"id": "bob"}}
+    taken = await client.post("/v1/enrollments", json=body, headers=key)
+    assert taken.status_code == 201, taken.text
+    assert "Idempotent-Replayed" not in taken.headers
 
 
 async def test_waitlist_response_and_replay(client: httpx.AsyncClient, ns: str) -> None:

@@ -98,6 +98,56 @@ async def enroll(
     now: datetime,
     actor: str,
 ) -> Answer:
+    """Decide one enrollment request; with an Idempotency-Key, a refusal is stored under the
+    key like an acceptance (docs/idempotency.md), so a retry replays it even after a seat was
+    freed. ``enrollment_admit`` undoes its own writes for a refusal, the key included, so the
+    refusal is stored in a statement of its own."""
+    try:
+        return await _decide(sessionmaker, body, key, now=now, actor=actor)
+    except (IdempotencyKeyReused, CohortChanging):
+        raise  # not an answer to this request's body (Stripe stores neither)
+    except ProblemError as refusal:
+        if key is None or refusal.status >= 500:
+            raise
+        canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        problem = orjson.dumps(refusal.to_problem("/v1/enrollments")).decode()
+        async with sessionmaker() as session:
+            stored = await repo.store_refusal(
+                session,
+                scope=SCOPE,
+                key=key,
+                request_hash=hashlib.sha256(canonical).hexdigest(),
+                request_body=canonical.decode(),
+                status=refusal.status,
+                response=problem,
+                now=datetime.now(UTC),
+                expired_before=datetime.now(UTC) - KEY_RETENTION,
+            )
+            await session.commit()
+        if stored is None:
+            raise  # stored: the answer is this refusal
+        # A concurrent request with this key stored its answer first: that one is the answer.
+        if stored.request_hash != hashlib.sha256(canonical).hexdigest():
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request body",
+                idempotency_key=key,
+                differing_fields=differing_fields(
+                    orjson.loads(stored.request_body or "null"), orjson.loads(canonical)
+                ),
+            ) from None
+        assert stored.status is not None
+        assert stored.response is not None
+        return Answer(stored.status, stored.response, replayed=True)
+
+
+async def _decide(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    body: EnrollmentIn,
+    key: str | None,
+    *,
+    now: datetime,
+    actor: str,
+) -> Answer:
     """Decide one enrollment request in one statement (usually; see the retry loop below).
 
     Each statement gets its own session from ``sessionmaker``, never two at once (a request

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from azora_common.auth import AdminDep, Principal, require_scope
 from azora_common.db import DatabaseDep, SessionDep, get_database
+from azora_common.errors import PROBLEM_CONTENT_TYPE
 from azora_common.fastpath import (
     FastRoute,
     authorize,
@@ -150,7 +151,8 @@ async def create_enrollment(request: Request) -> Response:
     return Response(
         answer.body,
         status_code=answer.status,
-        media_type="application/json",
+        # a replayed refusal is a problem (docs/idempotency.md)
+        media_type=PROBLEM_CONTENT_TYPE if answer.status >= 400 else "application/json",
         headers={REPLAYED_HEADER: "true"} if answer.replayed else None,
     )
 
@@ -217,6 +219,7 @@ async def transition_enrollment(
         scope=f"POST /v1/enrollments/{enrollment_id}/transitions",
         request_body=body.model_dump(mode="json"),
         handler=handler,
+        instance=f"/v1/enrollments/{enrollment_id}/transitions",
     )
 
 
@@ -300,6 +303,7 @@ async def bulk_enroll(
         scope=f"POST /v1/cohorts/{namespace}/{name}/enrollments:bulk",
         request_body=body.model_dump(mode="json"),
         handler=handler,
+        instance=f"/v1/cohorts/{namespace}/{name}/enrollments:bulk",
     )
 
 

@@ -261,6 +261,74 @@ class Admission:
     existing_state: str | None
 
 
+async def store_refusal(
+    session: AsyncSession,
+    *,
+    scope: str,
+    key: str,
+    request_hash: str,
+    request_body: str,
+    status: int,
+    response: str,
+    now: datetime,
+    expired_before: datetime,
+) -> Admission | None:
+    """Store a refusal under its Idempotency-Key (``enrollment_admit`` undid its own key row
+    with the refusal). ``None``: stored. Otherwise the key is live with another answer, stored
+    meanwhile by a concurrent request with the same key: that row, to replay or refuse."""
+    row = (
+        await session.execute(
+            sa.text(
+                """
+                INSERT INTO idempotency_keys AS k (scope, key, request_hash, request_body,
+                    response_status, response_body, created_at)
+                VALUES (:scope, :key, :hash, CAST(:body AS jsonb), :status,
+                    CAST(:response AS jsonb), :now)
+                ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
+                    request_body = excluded.request_body,
+                    response_status = excluded.response_status,
+                    response_body = excluded.response_body, created_at = excluded.created_at
+                  WHERE k.created_at < :expired_before
+                RETURNING key
+                """
+            ),
+            {
+                "scope": scope,
+                "key": key,
+                "hash": request_hash,
+                "body": request_body,
+                "status": status,
+                "response": response,
+                "now": now,
+                "expired_before": expired_before,
+            },
+        )
+    ).first()
+    if row is not None:
+        return None
+    stored = (
+        await session.execute(
+            sa.text(
+                "SELECT request_hash, request_body::text AS request_body, response_status, "
+                "response_body::text AS response_body FROM idempotency_keys "
+                "WHERE scope = :scope AND key = :key"
+            ),
+            {"scope": scope, "key": key},
+        )
+    ).one()
+    return Admission(
+        outcome="replay",
+        status=stored.response_status,
+        response=stored.response_body,
+        request_hash=stored.request_hash,
+        request_body=stored.request_body,
+        segment=None,
+        unmet=None,
+        existing_id=None,
+        existing_state=None,
+    )
+
+
 async def admit(session: AsyncSession, args: AdmitArgs) -> Admission:
     """One statement: Idempotency-Key, eligibility, duplicate check, then seat / waitlist place
     / refusal under the cohort row lock, with the row, its history entry, the counters, the
