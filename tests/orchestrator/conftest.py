@@ -78,43 +78,63 @@ def server_thread() -> Iterator[ServerThread]:
     thread.close()
 
 
+def gateway_settings(orch_db: str, **extra: Any) -> OrchestratorSettings:
+    values: dict[str, Any] = {
+        "database_url": orch_db,
+        "admin_token": ADMIN_TOKEN,
+        "api_tokens": {
+            API_TOKEN: ["*"],
+            OTHER_TOKEN: ["ai:invoke"],
+            READ_ONLY_TOKEN: ["ai:read"],
+        },
+        "log_json": False,
+        "log_level": "WARNING",
+        "slow_start_s": 0.5,
+        "max_retry_wait_s": 3.0,
+        "max_request_bytes": 64 * 1024,
+        "failure_penalty_s": 1.0,
+        **extra,
+    }
+    return OrchestratorSettings(**values)
+
+
+class Served:
+    """One gateway app served by uvicorn on the server thread."""
+
+    def __init__(self, settings: OrchestratorSettings, thread: ServerThread) -> None:
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            http="httptools",
+            loop="asyncio",
+        )
+        self.server = uvicorn.Server(config)
+        # uvicorn installs no signal handlers outside the main thread; stopped via should_exit.
+        self.serving = asyncio.run_coroutine_threadsafe(self.server.serve(), thread.loop)
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.gw = Gw(f"http://127.0.0.1:{port}", self.app, self.app.state.gateway, thread)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.serving.result(20)
+
+
 @pytest.fixture(scope="session")
 def gw(orch_db: str, server_thread: ServerThread) -> Iterator[Gw]:
-    settings = OrchestratorSettings(
-        database_url=orch_db,
-        admin_token=ADMIN_TOKEN,
-        api_tokens={API_TOKEN: ["*"], OTHER_TOKEN: ["ai:invoke"], READ_ONLY_TOKEN: ["ai:read"]},
-        log_json=False,
-        log_level="WARNING",
-        slow_start_s=0.5,
-        max_retry_wait_s=3.0,
-        max_request_bytes=64 * 1024,
-        failure_penalty_s=1.0,
-    )
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        http="httptools",
-        loop="asyncio",
-    )
-    server = uvicorn.Server(config)
-    # uvicorn installs no signal handlers outside the main thread; stopped via should_exit.
-    serving = asyncio.run_coroutine_threadsafe(server.serve(), server_thread.loop)
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield Gw(f"http://127.0.0.1:{port}", app, app.state.gateway, server_thread)
-    server.should_exit = True
-    serving.result(20)
+    served = Served(gateway_settings(orch_db), server_thread)
+    yield served.gw
+    served.stop()
 
 
 _names = itertools.count(1)
@@ -238,3 +258,37 @@ async def chat(
         if stream and resp.status == 200:
             return resp.status, {"raw": raw.decode()}, dict(resp.headers)
         return resp.status, orjson.loads(raw), dict(resp.headers)
+
+
+@pytest.fixture(scope="session")
+def replicas(gw: Gw, orch_db: str, server_thread: ServerThread) -> Iterator[list[Gw]]:
+    """Three gateway replicas on one database: the session's gateway and two more."""
+    extra = [Served(gateway_settings(orch_db), server_thread) for _ in range(2)]
+    yield [gw, *(s.gw for s in extra)]
+    for s in extra:
+        s.stop()
+
+
+async def create_key(
+    http: aiohttp.ClientSession, gw: Gw, **body: Any
+) -> tuple[str, dict[str, Any]]:
+    """Issue a virtual key through the admin API; returns (secret, description)."""
+    body.setdefault("team", "team-a")
+    body.setdefault("owner", "alice@example.com")
+    async with http.post(
+        f"{gw.base_url}/admin/v1/keys", json=body, headers=bearer(ADMIN_TOKEN)
+    ) as resp:
+        created: dict[str, Any] = await resp.json()
+        assert resp.status == 201, created
+    return str(created.pop("key")), created
+
+
+async def wait_for_key(replicas: list[Gw], key_id: str, present: bool = True) -> None:
+    """Until every replica's snapshot has (or no longer has) the key."""
+    deadline = time.monotonic() + 10
+    while True:
+        ids = [{k.id for k in r.gateway.admission.keys.values()} for r in replicas]
+        if all((key_id in s) == present for s in ids):
+            return
+        assert time.monotonic() < deadline, "key change never became live"
+        await asyncio.sleep(0.005)

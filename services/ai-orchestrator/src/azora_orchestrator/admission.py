@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from azora_orchestrator import asgi, metrics
+from azora_orchestrator.keys import KeyInfo, hash_secret
 from azora_orchestrator.limits import Bucket
 from azora_orchestrator.routing import Route, RouteTable
 from azora_orchestrator.settings import OrchestratorSettings
@@ -32,8 +33,9 @@ INVOKE_SCOPE = "ai:invoke"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    client_id: str  # a hash of the token: safe as a map key, never a metric label
+    client_id: str  # a hash of the token (or the key id): a map key, never a metric label
     allowed: bool
+    key: KeyInfo | None = None  # a virtual key; None for the static tokens
 
 
 def int_or_zero(value: Any) -> int:
@@ -53,6 +55,7 @@ class Ticket:
     t0: float
     charged: list[Bucket]
     estimate: int
+    key: KeyInfo | None = None
     upstream_s: float = 0.0  # time spent waiting on backends (not the gateway's overhead)
     committed: bool = False  # a response has started: an error can no longer be answered
 
@@ -71,11 +74,22 @@ class Ticket:
         return prompt, completion
 
 
+def _models_body(table: RouteTable, allowed: frozenset[str]) -> bytes:
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "azora"}
+        for m in sorted(table.by_model)
+        if m in allowed
+    ]
+    return orjson.dumps({"object": "list", "data": data})
+
+
 class Admission:
-    """The API tokens and the token buckets of one process."""
+    """The API tokens, the virtual keys' snapshot and the token buckets of one process."""
 
     def __init__(self, settings: OrchestratorSettings) -> None:
         self.settings = settings
+        # SHA-256 of a virtual key's secret -> the key; replaced as a whole on every reload.
+        self.keys: dict[bytes, KeyInfo] = {}
         self._buckets: dict[tuple[str, str, str], Bucket] = {}
         self.callers: dict[bytes, Caller] = {}
         for token, scopes in settings.api_tokens.items():
@@ -99,11 +113,20 @@ class Admission:
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
         caller = self.callers.get(token) if token else None
+        key: KeyInfo | None = None
         if caller is None:
-            return asgi.error(401, "a valid bearer API token is required", "invalid_api_key")
-        if not caller.allowed:
+            if token:
+                key = self.keys.get(hash_secret(token))
+            if key is None:
+                return asgi.error(401, "a valid bearer API token is required", "invalid_api_key")
+            if key.expires <= time.time():
+                return asgi.error(401, "this API key has expired", "invalid_api_key")
+            caller = Caller(key.id, True, key)
+        elif not caller.allowed:
             return asgi.error(403, f"this token lacks the '{INVOKE_SCOPE}' scope", "forbidden")
         if op == "models":
+            if key is not None and key.models is not None:
+                return asgi.Answer(200, _models_body(table, key.models))
             return asgi.Answer(200, table.models_body)
         limit = self.settings.max_request_bytes
         if length > limit:
@@ -130,6 +153,10 @@ class Admission:
             return asgi.error(
                 404, f"The model '{model}' does not exist", "model_not_found", "model"
             )
+        if key is not None and key.models is not None and model not in key.models:
+            return asgi.error(
+                403, f"this API key may not use the model '{model}'", "model_not_allowed", "model"
+            )
         stream = op != "embeddings" and payload.get("stream") is True
         estimate = 0
         charged: list[Bucket] = []
@@ -147,7 +174,7 @@ class Admission:
                     "rate_limit_exceeded",
                     headers=((b"retry-after", str(seconds).encode()),),
                 )
-        return Ticket(op, table, route, payload, body, stream, t0, charged, estimate)
+        return Ticket(op, table, route, payload, body, stream, t0, charged, estimate, key)
 
     def _estimate(self, payload: dict[str, Any], body: bytes, op: str) -> int:
         # Before admission the only honest numbers are the output cap and the prompt size;

@@ -14,17 +14,22 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep
 from azora_common.db import SessionDep
 from azora_common.fastpath import FastRoute
-from azora_orchestrator import openapi_extra, service
+from azora_orchestrator import keys, openapi_extra, service
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.routing import monotonic_to_wall
 from azora_orchestrator.schemas import (
     BackendStatus,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeySpend,
+    KeyView,
     RouteList,
     RouteSpec,
     RouteStatus,
@@ -179,3 +184,62 @@ async def route_status(
         healthy=sum(1 for b in backends if b.healthy),
         total=len(backends),
     )
+
+
+# -- virtual keys --------------------------------------------------------------------------------
+
+key_router = APIRouter(prefix="/admin/v1/keys", tags=["admin: keys"])
+
+KeyId = Annotated[str, Path(pattern=r"^vk_[0-9a-f]{16}$")]
+
+
+@key_router.post(
+    "",
+    status_code=201,
+    response_model=KeyCreated,
+    summary="Issue a virtual key (the secret is in this answer only)",
+)
+async def create_key(body: KeyCreate, session: SessionDep, _: AdminDep) -> KeyCreated:
+    return await keys.create_key(session, body)
+
+
+@key_router.get("", response_model=KeyList, summary="All keys (never their secrets)")
+async def list_keys(
+    session: SessionDep,
+    _: AdminDep,
+    team: Annotated[str | None, Query(max_length=63)] = None,
+) -> dict[str, object]:
+    return {"items": await keys.list_keys(session, team)}
+
+
+@key_router.get("/{key_id}", response_model=KeyView, summary="One key")
+async def get_key(key_id: KeyId, session: SessionDep, _: AdminDep) -> KeyView:
+    return await keys.get_key(session, key_id)
+
+
+@key_router.post(
+    "/{key_id}/rotate",
+    response_model=KeyCreated,
+    summary="A new secret for the key; the old one stops working on every replica",
+    responses={409: {"description": "the key is revoked"}},
+)
+async def rotate_key(key_id: KeyId, session: SessionDep, _: AdminDep) -> KeyCreated:
+    return await keys.rotate_key(session, key_id)
+
+
+@key_router.post(
+    "/{key_id}/revoke",
+    response_model=KeyView,
+    summary="Revoke the key (idempotent); refused on every replica within a second",
+)
+async def revoke_key(key_id: KeyId, session: SessionDep, _: AdminDep) -> KeyView:
+    return await keys.revoke_key(session, key_id)
+
+
+@key_router.get(
+    "/{key_id}/spend",
+    response_model=KeySpend,
+    summary="The key's shared enforcement counters: window, spent, reserved, remaining",
+)
+async def key_spend(key_id: KeyId, session: SessionDep, _: AdminDep) -> KeySpend:
+    return await keys.key_spend(session, key_id)

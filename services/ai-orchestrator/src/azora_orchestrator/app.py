@@ -12,7 +12,7 @@ from azora_common.app import create_service_app
 from azora_common.fastpath import install_fast_routes
 from azora_common.listener import RevisionListener
 from azora_orchestrator import __version__, repository
-from azora_orchestrator.api import FAST_ROUTES, data_plane, router
+from azora_orchestrator.api import FAST_ROUTES, data_plane, key_router, router
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.health import ActiveHealthChecker
 from azora_orchestrator.settings import OrchestratorSettings
@@ -31,16 +31,25 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 rows = await repository.load_routes(conn)
             gateway.install(rows)
 
+        async def reload_keys() -> None:
+            async with app.state.db.engine.connect() as conn:
+                rows = await repository.load_active_keys(conn)
+            gateway.install_keys(rows)
+
         await gateway.start()
         listener = RevisionListener(settings.database_url, repository.ROUTES_CHANNEL, reload)
+        key_listener = RevisionListener(settings.database_url, repository.KEYS_CHANNEL, reload_keys)
         checker = ActiveHealthChecker(gateway)
         try:
             await listener.start()
+            await key_listener.start()
             await checker.start()
             app.state.listener = listener
+            app.state.key_listener = key_listener
             yield
         finally:
             await checker.stop()
+            await key_listener.stop()
             await listener.stop()
             await gateway.stop()
 
@@ -54,7 +63,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             "in the OpenAI error shape; the admin API answers application/problem+json."
         ),
         migrations=MIGRATIONS,
-        routers=[data_plane, router],
+        routers=[data_plane, router, key_router],
         lifespan=lifespan,
         # The data plane enforces its own limit (max_request_bytes) so it can answer in the
         # OpenAI error shape; the shared guard only stops bodies far beyond it.

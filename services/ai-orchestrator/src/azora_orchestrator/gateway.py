@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from azora_orchestrator import asgi, metrics
 from azora_orchestrator.admission import Admission, Ticket
+from azora_orchestrator.keys import snapshot
 from azora_orchestrator.routing import BackendState, Route, RouteTable, StateKey, build_route
 from azora_orchestrator.settings import OrchestratorSettings
 from azora_orchestrator.upstream import Relay, Upstream
@@ -65,6 +66,10 @@ class Gateway:
         }
         self._states = new_states
         self.table = RouteTable(by_model, by_key, revision, orjson.dumps(models))
+
+    def install_keys(self, rows: list[Any]) -> None:
+        """Swap in a new snapshot of the active virtual keys (one assignment)."""
+        self.admission.keys = snapshot(rows)
 
     async def serve(self, request: Request, op: str) -> Response:
         """One data-plane request (``op``: chat, completions, embeddings or models)."""

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from azora_common.admin_store import AdminStore
-from azora_orchestrator.models import route_revision, routes
+from azora_orchestrator.models import key_revision, key_state, route_revision, routes, virtual_keys
 
 ROUTES_CHANNEL = "azora_orchestrator_routes"
 
@@ -32,3 +32,60 @@ async def model_owner(session: AsyncSession, model: str) -> Row[Any] | None:
 
 async def load_routes(conn: AsyncConnection) -> list[Row[Any]]:
     return list((await conn.execute(sa.select(routes))).all())
+
+
+# -- virtual keys --------------------------------------------------------------------------------
+
+KEYS_CHANNEL = "azora_orchestrator_keys"
+
+
+async def _next_key_revision(session: AsyncSession) -> int:
+    return int((await session.execute(sa.select(key_revision.next_value()))).scalar_one())
+
+
+async def insert_key(session: AsyncSession, **values: Any) -> Row[Any]:
+    revision = await _next_key_revision(session)
+    await session.execute(sa.insert(key_state).values(key_id=values["id"]))
+    return (
+        await session.execute(
+            sa.insert(virtual_keys).values(revision=revision, **values).returning(virtual_keys)
+        )
+    ).one()
+
+
+async def update_key(session: AsyncSession, key_id: str, **values: Any) -> Row[Any]:
+    revision = await _next_key_revision(session)
+    return (
+        await session.execute(
+            sa.update(virtual_keys)
+            .where(virtual_keys.c.id == key_id)
+            .values(revision=revision, **values)
+            .returning(virtual_keys)
+        )
+    ).one()
+
+
+async def get_key(session: AsyncSession, key_id: str) -> Row[Any] | None:
+    return (
+        await session.execute(sa.select(virtual_keys).where(virtual_keys.c.id == key_id))
+    ).first()
+
+
+async def list_keys(session: AsyncSession, team: str | None) -> list[Row[Any]]:
+    query = sa.select(virtual_keys).order_by(virtual_keys.c.created_at, virtual_keys.c.id)
+    if team is not None:
+        query = query.where(virtual_keys.c.team == team)
+    return list((await session.execute(query)).all())
+
+
+async def key_state_of(session: AsyncSession, key_id: str) -> Row[Any] | None:
+    return (await session.execute(sa.select(key_state).where(key_state.c.key_id == key_id))).first()
+
+
+async def load_active_keys(conn: AsyncConnection) -> list[Row[Any]]:
+    """Keys not revoked (expired ones too: admission refuses them by the clock)."""
+    return list(
+        (
+            await conn.execute(sa.select(virtual_keys).where(virtual_keys.c.revoked_at.is_(None)))
+        ).all()
+    )

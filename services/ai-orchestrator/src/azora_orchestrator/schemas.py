@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_NO_NUL_TEXT = r"^[^\x00]*$"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 # Headers the gateway sets itself; a route may not override them.
 RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
@@ -179,3 +181,120 @@ class RouteStatus(BaseModel):
     backends: list[BackendStatus]
     healthy: int
     total: int
+
+
+# -- virtual keys ------------------------------------------------------------------------------
+
+_TEAM = r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
+_CURRENCY = r"^[A-Z]{3}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class KeyBudget(_Body):
+    """A spending cap per window: an amount in a currency's minor units, or tokens."""
+
+    amount: int = Field(ge=1, le=10**15, description="Minor units (cents) or tokens.")
+    unit: str = Field(
+        pattern=r"^([A-Z]{3}|tokens)$", description="ISO 4217 currency code, or 'tokens'."
+    )
+    period: Duration = Field(
+        default="720h",
+        description="Window length (Go duration); windows start at multiples of it since the "
+        "Unix epoch, UTC ('24h' resets at midnight UTC).",
+    )
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        seconds = parse_duration(value)
+        if seconds < 1 or seconds != int(seconds) or seconds > 366 * 86400:
+            raise ValueError("must be whole seconds between 1s and 8784h")
+        return value
+
+
+class KeyCreate(_Body):
+    team: str = Field(pattern=_TEAM, max_length=63)
+    owner: str = Field(min_length=1, max_length=200, pattern=_NO_NUL_TEXT)
+    models: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Public model names the key may call; empty means every model.",
+    )
+    requests_per_minute: int | None = Field(
+        default=None, alias="requestsPerMinute", ge=1, le=10_000_000
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, alias="tokensPerMinute", ge=1, le=2_000_000_000
+    )
+    budget: KeyBudget | None = None
+    expires_at: datetime | None = Field(default=None, alias="expiresAt")
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        for model in value:
+            if not model or len(model) > 256 or "\x00" in model:
+                raise ValueError("model names are 1 to 256 characters")
+        return sorted(set(value))
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone (UTC: a trailing 'Z')")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        for k, v in value.items():
+            if not k or len(k) > 128 or len(v) > 1024 or "\x00" in k + v:
+                raise ValueError("keys are 1-128 characters, values at most 1024")
+        return value
+
+
+class KeyView(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    id: str
+    prefix: str = Field(description="The first characters of the secret, to recognise it.")
+    team: str
+    owner: str
+    models: list[str]
+    requests_per_minute: int | None = Field(alias="requestsPerMinute")
+    tokens_per_minute: int | None = Field(alias="tokensPerMinute")
+    budget: KeyBudget | None
+    expires_at: datetime | None = Field(alias="expiresAt")
+    metadata: dict[str, str]
+    created_at: datetime = Field(alias="createdAt")
+    rotated_at: datetime | None = Field(alias="rotatedAt")
+    revoked_at: datetime | None = Field(alias="revokedAt")
+    state: Literal["active", "expired", "revoked"]
+
+
+class KeyCreated(KeyView):
+    key: str = Field(description="The secret: shown once, stored only as its SHA-256 hash.")
+
+
+class KeyList(BaseModel):
+    items: list[KeyView]
+
+
+class KeySpend(BaseModel):
+    """The enforcement counters of a key (shared by every replica)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    id: str
+    unit: str | None
+    budget: int | None
+    window_start: datetime | None = Field(alias="windowStart")
+    resets_at: datetime | None = Field(alias="resetsAt")
+    spent: int = Field(description="Settled in the current window.")
+    reserved: int = Field(description="Reserved by requests in flight (or lost in a crash).")
+    remaining: int | None
+    total_spent: int = Field(alias="totalSpent", description="Everything ever settled.")
