@@ -56,6 +56,11 @@ class Ticket:
     charged: list[Bucket]
     estimate: int
     key: KeyInfo | None = None
+    # The gateway asked for stream usage the client did not: the usage event is not relayed.
+    strip_usage: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_known: bool = False
     upstream_s: float = 0.0  # time spent waiting on backends (not the gateway's overhead)
     committed: bool = False  # a response has started: an error can no longer be answered
 
@@ -68,6 +73,9 @@ class Ticket:
         prompt = int_or_zero(usage.get("prompt_tokens"))
         completion = int_or_zero(usage.get("completion_tokens"))
         total = int_or_zero(usage.get("total_tokens")) or prompt + completion
+        self.prompt_tokens = prompt
+        self.completion_tokens = completion
+        self.usage_known = True
         # The buckets were charged the estimate; charge the difference now.
         for bucket in self.charged:
             bucket.adjust(total - self.estimate)
@@ -158,6 +166,18 @@ class Admission:
                 403, f"this API key may not use the model '{model}'", "model_not_allowed", "model"
             )
         stream = op != "embeddings" and payload.get("stream") is True
+        strip_usage = False
+        if stream and self.settings.stream_usage:
+            # Cost and limits need the usage of every stream: ask for the final usage event
+            # (stream_options.include_usage) and keep it from a client that did not ask.
+            options = payload.get("stream_options")
+            if not isinstance(options, dict) or options.get("include_usage") is not True:
+                payload["stream_options"] = {
+                    **(options if isinstance(options, dict) else {}),
+                    "include_usage": True,
+                }
+                body = orjson.dumps(payload)
+                strip_usage = True
         estimate = 0
         charged: list[Bucket] = []
         if route.rpm or route.tpm or route.client_rpm or route.client_tpm:
@@ -174,7 +194,9 @@ class Admission:
                     "rate_limit_exceeded",
                     headers=((b"retry-after", str(seconds).encode()),),
                 )
-        return Ticket(op, table, route, payload, body, stream, t0, charged, estimate, key)
+        return Ticket(
+            op, table, route, payload, body, stream, t0, charged, estimate, key, strip_usage
+        )
 
     def _estimate(self, payload: dict[str, Any], body: bytes, op: str) -> int:
         # Before admission the only honest numbers are the output cap and the prompt size;

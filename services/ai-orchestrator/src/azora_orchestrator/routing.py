@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from azora_orchestrator.cost import BackendPrice
 from azora_orchestrator.schemas import RouteSpec, parse_duration
 from azora_orchestrator.settings import OrchestratorSettings
 
@@ -56,6 +57,7 @@ class BackendConfig:
     health_url: URL | None
     plain_timeout: aiohttp.ClientTimeout
     stream_timeout: aiohttp.ClientTimeout
+    price: BackendPrice | None = None  # cost.py; None: the backend costs nothing
 
 
 class BackendState:
@@ -397,6 +399,13 @@ def build_route(
             ),
             stream_timeout=aiohttp.ClientTimeout(
                 total=total_s, sock_connect=connect_s, sock_read=idle_s
+            ),
+            price=(
+                BackendPrice(
+                    b.price.currency, b.price.input_per_million, b.price.output_per_million
+                )
+                if b.price
+                else None
             ),
         )
         state_key = (key, b.name, b.url)

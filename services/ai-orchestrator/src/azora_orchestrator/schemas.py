@@ -59,6 +59,14 @@ class SecretRef(_Spec):
     key: str = Field(min_length=1, max_length=253)
 
 
+class Price(_Spec):
+    """Integer minor units of ``currency`` per million input / output tokens."""
+
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    input_per_million: int = Field(alias="inputPerMillion", ge=0, le=10**12)
+    output_per_million: int = Field(alias="outputPerMillion", ge=0, le=10**12)
+
+
 class BackendSpec(_Spec):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*)$")
     url: str = Field(min_length=1, max_length=2048)
@@ -66,6 +74,7 @@ class BackendSpec(_Spec):
     weight: int = Field(default=1, ge=0, le=1000)
     priority: int = Field(default=0, ge=0, le=100)
     max_concurrency: int | None = Field(default=None, alias="maxConcurrency", ge=1, le=1_000_000)
+    price: Price | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     headers: dict[str, str] = Field(default_factory=dict)
     api_key_secret_ref: SecretRef | None = Field(default=None, alias="apiKeySecretRef")

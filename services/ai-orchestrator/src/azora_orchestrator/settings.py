@@ -45,3 +45,7 @@ class OrchestratorSettings(ServiceSettings):
     active_check_timeout_s: float = Field(default=2.0, gt=0)
     # Token estimate for admission when the request names no max_tokens.
     default_max_tokens_estimate: int = Field(default=256, ge=0)
+    # Streams: ask every backend for the final usage event (stream_options.include_usage) so
+    # that cost, budgets and tokens/min see the real usage; the event is kept from clients that
+    # did not ask for it. Off only for backends that refuse the option.
+    stream_usage: bool = True

@@ -77,6 +77,24 @@ def _usage_of(body: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
+def _without_usage_event(chunk: bytes) -> bytes:
+    """The chunk without its usage-only event (``"choices": []``, a usage object)."""
+    kept: list[bytes] = []
+    for event in chunk.split(b"\n\n"):
+        if event.startswith(b"data: {") and b'"usage"' in event:
+            try:
+                data = orjson.loads(event[6:])
+            except orjson.JSONDecodeError:
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+                if not data.get("choices"):
+                    continue
+                data["usage"] = None
+                event = b"data: " + orjson.dumps(data)
+        kept.append(event)
+    return b"\n\n".join(kept)
+
+
 def _stream_usage(chunk: bytes) -> dict[str, Any] | None:
     # Only the chunk that carries usage (stream_options.include_usage) is parsed.
     for line in chunk.split(b"\n"):
@@ -432,7 +450,10 @@ class Upstream:
                 events += chunk.count(b"data:")
                 if b'"usage"' in chunk:
                     usage = _stream_usage(chunk) or usage
-                await send(asgi.stream_chunk(chunk))
+                    if ticket.strip_usage:
+                        chunk = _without_usage_event(chunk)
+                if chunk:
+                    await send(asgi.stream_chunk(chunk))
                 if watch.done():
                     outcome = "client_closed"
                     break
