@@ -32,8 +32,12 @@ sync: uv ## install the Python environment from uv.lock
 tools: ## build etcd, kube-apiserver, kubectl and helm from Go modules (cached)
 	bash hack/build-tools.sh
 
+.PHONY: kube-tools
+kube-tools: ## tools + what a real node needs: kubelet, kube-proxy, controller-manager, scheduler, CoreDNS
+	bash hack/build-tools.sh --node
+
 .PHONY: system-deps
-system-deps: ## Debian packages the tests use (promtool, buildah, shellcheck) when missing
+system-deps: ## Debian packages the tests use (promtool, buildah, containerd, runc, CNI...) when missing
 	bash hack/system-deps.sh
 
 .PHONY: lint
@@ -44,7 +48,7 @@ lint: sync ## ruff + mypy --strict + import contracts
 	$(UV) run lint-imports
 
 .PHONY: test
-test: sync tools system-deps lint ## the full test suite (real PostgreSQL, real kube-apiserver)
+test: sync kube-tools system-deps lint ## the full test suite (real PostgreSQL, real kube-apiserver, a real node)
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: bench
@@ -70,7 +74,19 @@ cluster: sync tools ## only the local control plane (etcd + kube-apiserver); wri
 
 .PHONY: images
 images: sync system-deps ## build every image with buildah (no Docker engine needed)
-	bash hack/images.sh build
+	bash hack/images.sh build all
+
+.PHONY: kube-up
+kube-up: sync kube-tools system-deps ## a real single-node cluster (containerd, kubelet...), images, helm install; writes .local/kube/kube.env
+	$(UV) run python hack/kube.py up
+
+.PHONY: kube-down
+kube-down: ## stop the `make kube-up` cluster and remove everything it made (processes, bridge, chains, mounts, state)
+	@if [ -x .venv/bin/python ]; then .venv/bin/python hack/kube.py down; else echo "nothing to stop"; fi
+
+.PHONY: kube-status
+kube-status: ## show the `make kube-up` cluster's nodes and pods
+	@if [ -x .venv/bin/python ]; then .venv/bin/python hack/kube.py status; else echo "not set up"; fi
 
 .PHONY: kind-up
 kind-up: ## on a machine with Docker: kind cluster, images loaded, helm install

@@ -34,10 +34,12 @@
 # Environment: AZORA_IMAGE_TAG (default dev), AZORA_IMAGE_PREFIX (default azora),
 # AZORA_BUILDAH_ROOT (buildah storage; default: buildah's own), DEBIAN_MIRROR,
 # AZORA_CA_BUNDLE (CA bundle for the build's PyPI downloads; default: the host's),
-# AZORA_IMAGES_FORCE=1 (rebuild even when the inputs did not change).
+# AZORA_IMAGES_FORCE=1 (rebuild even when the inputs did not change), AZORA_IMAGES_SRC (the
+# source tree to build from; default: this checkout, uncommitted changes included).
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# AZORA_IMAGES_SRC: build from another checkout (e.g. a `git archive HEAD` export) instead of this one.
+root=${AZORA_IMAGES_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cache_dir="${XDG_CACHE_HOME:-$HOME/.cache}/azora/images"
 tag="${AZORA_IMAGE_TAG:-dev}"
 prefix="${AZORA_IMAGE_PREFIX:-azora}"
@@ -237,6 +239,11 @@ build_one() {
             ignore=()
             ;;
     esac
+    # uv keys the wheels it builds from local (workspace) sources on pyproject.toml's mtime, so
+    # the shared cache mount would hand back a stale azora-* wheel after a source-only change:
+    # drop those (pure-Python, seconds to rebuild); downloaded wheels stay cached.
+    rm -rf /var/tmp/buildah-cache/root/.cache/uv/sdists-v*/path \
+        "/var/tmp/buildah-cache-$(id -u)"/root/.cache/uv/sdists-v*/path 2>/dev/null || true
     log "building $image from $file (base $base)"
     buildah "${storage_args[@]}" bud \
         "${extra[@]}" \

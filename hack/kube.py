@@ -187,7 +187,9 @@ def install() -> None:
         "--timeout",
         "5m",
     )
-    kubectl("apply", "-f", str(ROOT / "examples"))
+    # The Kubernetes manifests of examples/ (it also holds compose files and data).
+    manifests = sorted((ROOT / "examples").glob("*.yaml"))
+    kubectl("apply", *(a for m in manifests for a in ("-f", str(m))))
     print(f"[kube] helm install + examples in {time.monotonic() - started:.1f}s", flush=True)
 
 

@@ -351,10 +351,17 @@ class LocalCluster(ServerContext):
         logger.info("cluster ready in %.1fs (%s)", time.monotonic() - started, self.kubeconfig)
 
     def stop(self, timeout: float = 20.0, *, keep_state: bool = False) -> None:
-        """Stop the node (kubelet first, containers, containerd), the control plane; clean up."""
+        """Stop the node (kubelet, the containers, containerd), the control plane; clean up."""
         procs, self._procs = self._procs, []
+        by_name = {p.name: p for p in procs}
+        # kubelet first (it would restart containers), then the containers themselves (nothing
+        # to save: SIGKILL through our cgroup), then the daemons.
+        for name in ("kubelet", "kube-proxy"):
+            if name in by_name:
+                by_name[name].stop(5)
+        _kill(_cgroup_pids())
         for proc in reversed(procs):
-            proc.stop(timeout)
+            proc.stop(5 if proc.name == "containerd" else timeout)
         self.control_plane.stop(timeout)
         if (self.work_dir / "host-state.json").exists():
             kube_proxy = None
