@@ -81,7 +81,13 @@ def test_the_shipped_role_is_exactly_what_the_operator_uses(
     kubectl_ok(kube, "create", "namespace", ns)
     rt = route(ns)
     rt["spec"]["backends"][0]["apiKeySecretRef"] = {"name": "key", "key": "k"}
-    objs = [secret(ns, "key", k="v1"), rule(ns), rt, cohort(ns)]
+    policy = {
+        "apiVersion": "azora.io/v1alpha1",
+        "kind": "PricingPolicy",
+        "metadata": {"name": unique("policy"), "namespace": ns},
+        "spec": {"rounding": {"SEK": "half-even"}},
+    }
+    objs = [secret(ns, "key", k="v1"), rule(ns), rt, cohort(ns), policy]
     apply(kube, objs)
     for obj in objs[1:]:
         wait_condition(kube, obj["kind"], ns, obj["metadata"]["name"], status="True")

@@ -4,15 +4,23 @@ gone for good (force annotation and timeout)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 
 from azora_devenv import LocalControlPlane
-from azora_operator.reconcile import backoff
+from azora_operator.kinds import ENROLLMENT_COHORT
+from azora_operator.reconcile import Reconciler, backoff
 from azora_operator.settings import OperatorSettings
+from tests.operator.events import kopf_events
 from tests.operator.kube import (
     ADMIN,
     EXAMPLES,
@@ -30,6 +38,7 @@ from tests.operator.kube import (
     wait_for,
 )
 from tests.operator.objects import cohort, route, rule
+from tests.operator.test_client import OVERFLOW, answering, refused_url
 from tests.support.services import ServiceProcess
 
 FINALIZER = "azora.io/cleanup"
@@ -41,10 +50,110 @@ def test_backoff_doubles_from_the_base_up_to_the_cap() -> None:
     assert backoff(settings, 10_000) == 3.0
 
 
+def _new_cohort() -> kopf.Body:
+    return kopf.Body(
+        {
+            "apiVersion": "azora.io/v1alpha1",
+            "kind": "EnrollmentCohort",
+            "metadata": {"namespace": "ns", "name": "c", "uid": "u", "generation": 1},
+            "spec": {"course": "k8s", "title": "K", "capacity": 5, "refundWindow": "9999h"},
+            "status": {},
+        }
+    )
+
+
+async def _apply_against(url: str, retry: int) -> tuple[kopf.TemporaryError, kopf.Patch, Any]:
+    settings = OperatorSettings(enrollment_url=url, backoff_base=1, backoff_max=8)
+    reconciler, patch, body = Reconciler(settings), kopf.Patch(), _new_cohort()
+    await reconciler.start()
+    try:
+        with kopf_events() as posted, pytest.raises(kopf.TemporaryError) as err:
+            await reconciler.apply(
+                ENROLLMENT_COHORT,
+                body=body,
+                meta=body.meta,
+                spec=body.spec,
+                status=body.status,
+                patch=patch,
+                retry=retry,
+            )
+    finally:
+        await reconciler.stop()
+    return err.value, patch, posted
+
+
+async def test_a_5xx_is_reported_as_a_service_error_not_as_unreachable() -> None:
+    # The service answers, with a 500 and a problem: its own failure, named as such.
+    async with answering(500, OVERFLOW) as url:
+        err, patch, posted = await _apply_against(url, retry=2)
+    ready, synced = patch["status"]["conditions"][:2]
+    assert (ready["status"], ready["reason"], synced["reason"]) == (
+        "False",
+        "ServiceError",
+        "ServiceError",
+    )
+    assert "enrollment-service failed" in ready["message"]
+    assert "HTTP 500: OverflowError: date value out of range" in ready["message"]
+    assert posted == [("Warning", "ServiceError")]
+    assert err.delay == 4.0  # base·2^retry
+    # bounded: retried with the backoff's cap however many times it failed
+    async with answering(503, {"detail": "starting"}) as url:
+        err, _, _ = await _apply_against(url, retry=40)
+    assert err.delay == 8.0
+    # A refused connection stays ServiceUnavailable.
+    err, patch, _ = await _apply_against(refused_url(), retry=0)
+    assert patch["status"]["conditions"][0]["reason"] == "ServiceUnavailable"
+    assert "enrollment-service is unreachable" in patch["status"]["conditions"][0]["message"]
+
+
+class _ModelsHandler(http.server.BaseHTTPRequestHandler):
+    """Answers the gateway's health probe (GET …/models) as a model backend would."""
+
+    def do_GET(self) -> None:
+        body = b'{"object": "list", "data": []}'
+        self.send_response(200 if self.path.endswith("/models") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _example_backends() -> Iterator[None]:
+    """Real servers on the example routes' backend ports: a route is only Ready once a
+    backend has answered (issue #13), so the examples need something there to answer."""
+    ports = sorted(
+        {
+            int(urllib.parse.urlsplit(b["url"]).port or 80)
+            for doc in yaml.safe_load_all((EXAMPLES / "aimodelroute.yaml").read_text())
+            if doc
+            for b in doc["spec"]["backends"]
+        }
+    )
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), _ModelsHandler) for p in ports]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
 @pytest.mark.e2e
 def test_examples_become_live_with_printer_columns(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess
 ) -> None:
+    with _example_backends():
+        _examples_become_live(kube, services)
+
+
+def _examples_become_live(kube: LocalControlPlane, services: dict[str, ServiceProcess]) -> None:
     kubectl_ok(kube, "apply", "-f", str(EXAMPLES))
     examples = [
         (doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
@@ -254,6 +363,34 @@ def test_a_service_gone_for_good_does_not_block_deletion(
         assert "ForceDeleted" not in event_reasons(kube, ns, waited_name)
     finally:
         svc.start()
-    # The service kept what it could not be told to remove; a later drift sweep is the
-    # operator's job only for objects that exist, so this is the documented trade-off.
-    assert stored(services, "EnrollmentCohort", ns, forced["metadata"]["name"]) is not None
+    # The service kept what it could not be told to remove while it was down; the orphan
+    # sweep (prune.py) removes it once it is back and the grace has passed.
+    for obj in (forced, waited):
+        wait_for(
+            lambda o=obj: stored(services, "EnrollmentCohort", ns, o["metadata"]["name"]) is None,
+            what="leftover pruned",
+        )
+
+
+@pytest.mark.e2e
+def test_a_fallback_no_route_serves_is_a_degraded_route(
+    kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
+) -> None:
+    missing = unique("model")
+    obj = route(ns, fallbacks=[missing])
+    apply(kube, obj)
+    name = obj["metadata"]["name"]
+    wait_condition(kube, "AIModelRoute", ns, name, status="True")
+
+    def degraded(status: str) -> dict[str, Any] | None:
+        got = condition(get_obj(kube, "AIModelRoute", ns, name), "Degraded")
+        return got if got is not None and got["status"] == status else None
+
+    warned = wait_for(lambda: degraded("True"), what="Degraded=True")
+    assert warned["reason"] == "FallbackModelMissing"
+    assert missing in warned["message"]
+    # Ready stays True: the route itself serves its model.
+    assert condition(get_obj(kube, "AIModelRoute", ns, name), "Ready")["status"] == "True"  # type: ignore[index]
+    # A route for that model appears: the warning goes at the next resync.
+    apply(kube, route(ns, model=missing))
+    wait_for(lambda: degraded("False"), what="Degraded=False")

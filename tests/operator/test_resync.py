@@ -48,16 +48,27 @@ class _Reconciler:
     def __init__(self, service: _Service) -> None:
         self.service = service
         self.applied: list[bool] = []
+        self.replaced: list[int | None] = []
 
     def client(self, kind: object) -> _Service:
         return self.service
 
-    async def apply(self, kind: object, *, drift: bool, **_: Any) -> None:
+    async def apply(
+        self, kind: object, *, drift: bool, replaced_revision: int | None = None, **_: Any
+    ) -> None:
         self.applied.append(drift)
+        self.replaced.append(replaced_revision)
+
+    async def missing_fallbacks(self, kind: object, spec: object) -> list[str]:
+        return []
 
 
 def _synced_rule(
-    generation: int = 2, observed: int = 2, synced: str = "True", reason: str = "Applied"
+    generation: int = 2,
+    observed: int = 2,
+    synced: str = "True",
+    reason: str = "Applied",
+    applied_revision: int = 7,
 ) -> kopf.Body:
     conditions = [
         {"type": "Ready", "status": synced, "reason": reason},
@@ -69,7 +80,11 @@ def _synced_rule(
             "kind": "PricingRule",
             "metadata": {"namespace": "ns", "name": "r", "uid": "u", "generation": generation},
             "spec": {},
-            "status": {"conditions": conditions, "observedGeneration": observed},
+            "status": {
+                "conditions": conditions,
+                "observedGeneration": observed,
+                "appliedRevision": applied_revision,
+            },
         }
     )
 
@@ -124,6 +139,15 @@ async def test_resync_repairs_drift_and_copies_live_figures() -> None:
     assert posted == []
 
 
+async def test_resync_resends_a_config_rewritten_at_the_same_generation() -> None:
+    # The service holds our generation at another revision than our last apply got: someone
+    # wrote it since. The same PUT again; the service tells a replay from a changed content.
+    live = {"generation": 2, "revision": 9, "active": True, "redemptions": None}
+    reconciler, patch, _ = await _resync(_synced_rule(applied_revision=7), _Service(live))
+    assert (reconciler.applied, reconciler.replaced) == ([True], [9])
+    assert dict(patch) == {}
+
+
 async def test_resync_reports_an_unreachable_service_once() -> None:
     _, patch, posted = await _resync(_synced_rule(), _Service(ServiceUnavailable("GET: timed out")))
     ready = patch["status"]["conditions"][0]
@@ -176,6 +200,48 @@ def test_drift_is_repaired_by_the_timer(
     assert item["generation"] == 1
     assert item["spec"]["action"] == {"percentOff": "10"}
     wait_for(lambda: "DriftRepaired" in event_reasons(kube, ns, name), what="DriftRepaired Event")
+
+
+@pytest.mark.e2e
+def test_a_spec_changed_behind_the_operators_back_at_the_same_generation_is_repaired(
+    kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
+) -> None:
+    obj = rule(ns)
+    apply(kube, obj)
+    name = obj["metadata"]["name"]
+    live = wait_condition(kube, "PricingRule", ns, name, status="True")
+    meta = live["metadata"]
+    # Same uid, same generation, another spec: the generation alone cannot tell.
+    status, body = admin_request(
+        services["pricing"].url,
+        "PUT",
+        f"/admin/v1/pricing-rules/{ns}/{name}",
+        {
+            "generation": meta["generation"],
+            "uid": meta["uid"],
+            "spec": {**live["spec"], "action": {"percentOff": "90"}},
+        },
+    )
+    assert status == 200, body
+    wait_for(
+        lambda: (
+            (stored(services, "PricingRule", ns, name) or {})["spec"]["action"]
+            == {"percentOff": "10"}
+        ),
+        what="our spec back",
+    )
+    wait_for(lambda: "DriftRepaired" in event_reasons(kube, ns, name), what="DriftRepaired Event")
+    item = stored(services, "PricingRule", ns, name)
+    assert item is not None
+
+    def recorded() -> dict[str, Any] | None:
+        got = get_obj(kube, "PricingRule", ns, name)
+        return got if got and got["status"].get("appliedRevision") == item["revision"] else None
+
+    got = wait_for(recorded, what="status records the repaired revision")
+    assert got["status"]["conditions"][0]["status"] == "True"
+    # Steady again: no further re-apply (a replay would keep the revision anyway).
+    assert stored(services, "PricingRule", ns, name) == item
 
 
 def _resynced(operator: OperatorProcess, kind: str) -> float:

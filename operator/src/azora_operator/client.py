@@ -23,7 +23,22 @@ class AdminError(Exception):
 
 
 class ServiceUnavailable(AdminError):
-    """Connection refused, timeout, 5xx, or an answer we cannot read: retry with backoff."""
+    """Connection refused, timeout, or an answer we cannot read: retry with backoff."""
+
+
+class ServiceError(ServiceUnavailable):
+    """The service answered, with a 5xx: it is reachable but failed on this request.
+
+    A subclass of :class:`ServiceUnavailable` because the remedy is the same (retry with a
+    bounded backoff: a 5xx may be transient, e.g. its database restarting), but reported as its
+    own reason with the status code and the problem's detail, so nobody looks for a network
+    fault when the service choked on a value (an overflowing duration answered 500).
+    """
+
+    def __init__(self, what: str, status: int, detail: str) -> None:
+        super().__init__(f"{what}: HTTP {status}: {detail}" if detail else f"{what}: HTTP {status}")
+        self.status = status
+        self.detail = detail
 
 
 class Rejected(AdminError):
@@ -125,7 +140,11 @@ class AdminClient:
         # 401/403 mean a wrong admin token: an operator configuration problem that a restart
         # with the right Secret fixes, so keep retrying rather than giving up. A PUT answered
         # 404/405 comes from a service without the admin API (yet): also not the spec's fault.
-        if status >= 500 or status in (401, 403, 429) or (method == "PUT" and status in (404, 405)):
+        if status >= 500:
+            # The problem's detail, never the request body: a service does not echo secrets.
+            detail = str((payload or {}).get("detail") or (payload or {}).get("title") or "")
+            raise ServiceError(f"{method} {url}", status, detail[:500])
+        if status in (401, 403, 429) or (method == "PUT" and status in (404, 405)):
             raise ServiceUnavailable(f"{method} {url}: HTTP {status}")
         return status, payload
 

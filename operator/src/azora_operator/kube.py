@@ -37,6 +37,10 @@ class SecretProblem(Exception):
         self.message = message
 
 
+class KubeListError(Exception):
+    """A list call failed (forbidden, the CRD missing, the API server unreachable)."""
+
+
 class KubeReader:
     """Secrets, and the resync timer's status writes, with the operator's own identity.
 
@@ -157,3 +161,30 @@ class KubeReader:
                     f"PATCH {plural}/{namespace}/{name}/status: {resp.status} {text}"
                 )
         return "ok"
+
+    async def list_objects(self, path: str) -> list[dict[str, Any]]:
+        """Every object of a collection (``/apis/…/namespaces/ns/plural``), page by page.
+
+        Raises :class:`KubeListError` on any failure: a caller deciding what is *absent* must
+        never read an error as an empty list.
+        """
+        try:
+            session, info = self._client()
+        except SecretProblem as exc:
+            raise KubeListError(str(exc)) from None
+        url = f"{info.server.rstrip('/')}{path}"
+        found: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            params = {"limit": "500", **({"continue": token} if token else {})}
+            try:
+                async with session.get(url, params=params, timeout=self._timeout) as resp:
+                    if resp.status != 200:
+                        raise KubeListError(f"GET {path}: HTTP {resp.status}")
+                    body: dict[str, Any] = await resp.json()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise KubeListError(f"GET {path}: {type(exc).__name__}") from None
+            found.extend(item for item in body.get("items") or () if isinstance(item, dict))
+            token = str((body.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return found

@@ -24,11 +24,12 @@ from azora_operator.client import (
     AdminClient,
     Applied,
     Rejected,
+    ServiceError,
     ServiceUnavailable,
     StaleGeneration,
 )
 from azora_operator.conditions import READY, SYNCED, Condition
-from azora_operator.kinds import KINDS, Kind
+from azora_operator.kinds import AI_MODEL_ROUTE, KINDS, Kind
 from azora_operator.kube import KubeReader, SecretProblem
 from azora_operator.metrics import RECONCILE_DURATION, RECONCILES, RESOURCE_STATES
 from azora_operator.secrets import resolve_payload
@@ -47,6 +48,19 @@ def backoff(settings: OperatorSettings, retry: int) -> float:
     return float(min(settings.backoff_base * (2 ** min(retry, 16)), settings.backoff_max))
 
 
+def outage(kind: Kind, exc: ServiceUnavailable) -> tuple[str, str]:
+    """The condition reason and message for a call that did not get a usable answer.
+
+    A 5xx is the service's own failure (``ServiceError``, with the status and the problem's
+    detail), not a network fault (``ServiceUnavailable``): both are retried with the same
+    bounded backoff, but a reader must not go looking for a dead pod when the service choked
+    on a value.
+    """
+    if isinstance(exc, ServiceError):
+        return "ServiceError", f"{kind.service} failed: {exc}; retrying"
+    return "ServiceUnavailable", f"{kind.service} is unreachable: {exc}; retrying"
+
+
 class Reconciler:
     """Settings, the Kubernetes reader, and one admin client per kind."""
 
@@ -57,6 +71,7 @@ class Reconciler:
         )
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, AdminClient] = {}
+        self._served_models: tuple[float, frozenset[str]] | None = None
         self.started = False
 
     async def start(self) -> None:
@@ -95,6 +110,35 @@ class Reconciler:
     def client(self, kind: Kind) -> AdminClient:
         return self._clients[kind.kind]
 
+    async def missing_fallbacks(self, kind: Kind, spec: Mapping[str, Any]) -> list[str]:
+        """Fallback models of a route that no route in the orchestrator serves (in order).
+
+        Asks the orchestrator (what it holds is what a fallback can reach, whatever namespace
+        or operator put it there); the answer is cached briefly so a resync pass over many
+        routes costs one list call. Unknown (the orchestrator unreachable) counts as none
+        missing: the Ready condition already says the service is unreachable.
+        """
+        if kind is not AI_MODEL_ROUTE:
+            return []
+        wanted = [str(m) for m in spec.get("fallbacks") or ()]
+        if not wanted:
+            return []
+        now = time.monotonic()
+        ttl = min(5.0, self.settings.resync_interval / 2)
+        if self._served_models is None or now - self._served_models[0] > ttl:
+            try:
+                items = await self.client(kind).items(kind.admin_plural)
+            except ServiceUnavailable:
+                return []
+            models = frozenset(
+                str(item["spec"].get("model"))
+                for item in items
+                if isinstance(item.get("spec"), Mapping)
+            )
+            self._served_models = (now, models)
+        served = self._served_models[1]
+        return [model for model in wanted if model not in served]
+
     # -- apply (create / update / resume, and drift repair) ----------------------------------
 
     async def apply(
@@ -108,11 +152,15 @@ class Reconciler:
         patch: kopf.Patch,
         retry: int,
         drift: bool = False,
+        replaced_revision: int | None = None,
     ) -> None:
         """PUT the spec and write the outcome into ``patch.status``.
 
-        ``kopf.TemporaryError`` (with a backoff delay) when the service is unreachable or a
-        referenced Secret is missing; a rejected spec is reported and not retried.
+        ``kopf.TemporaryError`` (with a backoff delay) when the service is unreachable or
+        failed (5xx) or a referenced Secret is missing; a rejected spec is reported and not
+        retried. ``replaced_revision``: the revision the service held when a resync re-sends
+        the same generation; answered again, it was a replay (the content was ours after all),
+        not drift.
         """
         started = time.monotonic()
         try:
@@ -125,6 +173,7 @@ class Reconciler:
                 patch=patch,
                 retry=retry,
                 drift=drift,
+                replaced_revision=replaced_revision,
             )
         except kopf.TemporaryError:
             RECONCILES.labels(kind=kind.kind, result="unavailable").inc()
@@ -147,6 +196,7 @@ class Reconciler:
         patch: kopf.Patch,
         retry: int,
         drift: bool,
+        replaced_revision: int | None,
     ) -> str:
         namespace, name = str(meta["namespace"]), str(meta["name"])
         generation, uid = int(meta["generation"]), str(meta["uid"])
@@ -173,15 +223,15 @@ class Reconciler:
                 kind.admin_plural, namespace, name, generation=generation, uid=uid, spec=payload
             )
         except ServiceUnavailable as exc:
-            message = f"{kind.service} is unreachable: {exc}; retrying"
-            ready = Condition(READY, False, "ServiceUnavailable", message)
+            reason, message = outage(kind, exc)
+            ready = Condition(READY, False, reason, message)
             event_on_change(body, status, ready, generation=generation)
             write_status(
                 kind,
                 meta,
                 status,
                 patch,
-                [ready, Condition(SYNCED, False, "ServiceUnavailable", message)],
+                [ready, Condition(SYNCED, False, reason, message)],
                 generation=generation,
             )
             raise kopf.TemporaryError(message, delay=backoff(self.settings, retry)) from None
@@ -203,8 +253,19 @@ class Reconciler:
         except StaleGeneration as exc:
             return await self._stale(kind, namespace, name, uid, generation, payload, exc)
 
+        if drift and applied.revision == replaced_revision:
+            drift = False  # a replay: the service already held this spec at this generation
+        missing = await self.missing_fallbacks(kind, spec)
         return await self._applied(
-            kind, body, meta, status, patch, applied, generation=generation, drift=drift
+            kind,
+            body,
+            meta,
+            status,
+            patch,
+            applied,
+            generation=generation,
+            drift=drift,
+            missing_fallbacks=missing,
         )
 
     async def _applied(
@@ -218,6 +279,7 @@ class Reconciler:
         *,
         generation: int,
         drift: bool,
+        missing_fallbacks: list[str],
     ) -> str:
         namespace, name = str(meta["namespace"]), str(meta["name"])
         try:
@@ -227,7 +289,7 @@ class Reconciler:
         reason_message = (
             f"generation {generation} is live in {kind.service} as revision {applied.revision}"
         )
-        live = live_conditions(kind, insight, reason_message)
+        live = live_conditions(kind, insight, reason_message, missing_fallbacks=missing_fallbacks)
         ready = live[0]
         if drift:
             kopf.event(

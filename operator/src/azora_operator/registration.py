@@ -13,10 +13,13 @@ Per kind (``kinds.KINDS``):
 ============================  ==============================================================
 
 and for AIModelRoute's Secrets an index (Secret → routes) and a Secret watch (secrets.py).
+Besides the handlers, ``@kopf.on.startup`` starts the orphan sweep (prune.py) as a task of the
+operator process: it is about configs that have *no* object, so no per-object timer can carry it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -25,6 +28,7 @@ from aiohttp import web
 
 from azora_operator.http import build_app, start_server
 from azora_operator.kinds import AI_MODEL_ROUTE, GROUP, KINDS, VERSION, Kind
+from azora_operator.prune import OrphanSweep
 from azora_operator.reconcile import Reconciler
 from azora_operator.resync import resync_object
 from azora_operator.secrets import ROUTE_SECRETS_INDEX, SecretRotation, index_route_secrets
@@ -44,6 +48,7 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
     reconciler = Reconciler(settings)
     rotation = SecretRotation(reconciler.kube)
     server: list[web.AppRunner] = []
+    tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -73,9 +78,16 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
         settings.queueing.idle_timeout = 1.0
         await reconciler.start()
         server.append(await start_server(build_app(reconciler.readiness), own.host, own.port))
+        sweep = OrphanSweep(reconciler)
+        if sweep.kinds():
+            tasks.append(asyncio.create_task(sweep.run(), name="orphan-sweep"))
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
+        while tasks:
+            task = tasks.pop()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         while server:
             await server.pop().cleanup()
         await reconciler.stop()

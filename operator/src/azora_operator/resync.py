@@ -35,12 +35,12 @@ from azora_operator.conditions import READY, SYNCED, Condition
 from azora_operator.kinds import GROUP, VERSION, Kind
 from azora_operator.kube import plain
 from azora_operator.metrics import RECONCILES
-from azora_operator.reconcile import Reconciler
+from azora_operator.reconcile import Reconciler, outage
 from azora_operator.status import event_on_change, live_conditions, seconds_since, write_status
 
 # Reasons on Synced=False that are the spec's fault for this generation: the resync must not
 # re-send such a spec (it would only be refused again); a new generation will be applied.
-_RETRYABLE_REASONS = frozenset({"ServiceUnavailable"})
+_RETRYABLE_REASONS = frozenset({"ServiceUnavailable", "ServiceError"})
 
 log = logging.getLogger("azora_operator")
 
@@ -118,8 +118,8 @@ async def resync(
         insight = await reconciler.client(kind).insight(kind.admin_plural, namespace, name)
     except ServiceUnavailable as exc:
         if cond.condition_status(conditions, READY) == "True":
-            message = f"{kind.service} is unreachable: {exc}"
-            ready = Condition(READY, False, "ServiceUnavailable", message)
+            reason, message = outage(kind, exc)
+            ready = Condition(READY, False, reason, message)
             event_on_change(body, status, ready, generation=generation)
             write_status(kind, meta, status, patch, [ready], generation=generation)
         return
@@ -140,11 +140,31 @@ async def resync(
     if stored_generation != generation:
         # Newer than our body: our view lags behind an update Kopf will deliver next.
         return
-    message = f"generation {generation} is live in {kind.service}"
     revision = insight.get("revision")
+    if isinstance(revision, int) and revision != status.get("appliedRevision"):
+        # Our generation, but not the revision our last apply got: something wrote this config
+        # since (e.g. an admin call that changed the spec and kept the generation). Comparing
+        # the specs here would mean re-implementing each service's normalisation (defaults,
+        # canonical forms), so the service compares: the same generation-stamped PUT is a
+        # replay answered with the stored revision when the content is ours, and overwrites
+        # it (a new revision: DriftRepaired) when it is not.
+        await reconciler.apply(
+            kind,
+            body=body,
+            meta=meta,
+            spec=spec,
+            status=status,
+            patch=patch,
+            retry=0,
+            drift=True,
+            replaced_revision=revision,
+        )
+        return
+    message = f"generation {generation} is live in {kind.service}"
     if isinstance(revision, int):
         message += f" as revision {revision}"
-    live = live_conditions(kind, insight, message)
+    missing = await reconciler.missing_fallbacks(kind, spec)
+    live = live_conditions(kind, insight, message, missing_fallbacks=missing)
     event_on_change(body, status, live[0], generation=generation)
     updates = list(live)
     if synced != "True":

@@ -34,6 +34,14 @@ class OperatorSettings(BaseSettings):
     # often: an unconditional write every interval costs a PATCH and a watch event per
     # resource (500 resources at 30 s: ~17 writes/s doing nothing).
     status_heartbeat: float = Field(default=300.0, gt=0)
+    # The operator owns the whole set of configs in its services: one that no resource
+    # declares (made by hand through the admin API, or left behind by a forced delete) is
+    # removed once it has been seen orphaned on two consecutive sweeps at least
+    # ``prune_grace`` apart (default: two resync intervals). ``prune=false`` switches this off;
+    # ``prune_exclude`` lists services (e.g. ["azora-pricing"]) or kinds configured by hand.
+    prune: bool = True
+    prune_exclude: list[str] = Field(default_factory=list)
+    prune_grace: float | None = Field(default=None, gt=0)
     # After this long since deletionTimestamp with the service unreachable, the finalizer is
     # released anyway (with a warning Event) so a service that is gone for good cannot block
     # namespace deletion forever.
@@ -64,6 +72,12 @@ class OperatorSettings(BaseSettings):
             # frozen model: bypass the setter once, during validation.
             object.__setattr__(self, "admin_token", SecretStr(token))
         return self
+
+    def orphan_grace(self) -> float:
+        return self.prune_grace if self.prune_grace is not None else 2 * self.resync_interval
+
+    def prunes(self, service: str, kind: str) -> bool:
+        return self.prune and not {service, kind} & set(self.prune_exclude)
 
     def bearer_token(self) -> str:
         return self.admin_token.get_secret_value()

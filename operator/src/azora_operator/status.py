@@ -8,7 +8,7 @@ Events are posted on transitions only (:func:`event_on_change`), through Kopf's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ import kopf
 
 from azora_operator import conditions as cond
 from azora_operator.conditions import DEGRADED, READY, Condition
-from azora_operator.kinds import AI_MODEL_ROUTE, Kind
+from azora_operator.kinds import AI_MODEL_ROUTE, Degradation, Kind
 from azora_operator.metrics import RESOURCE_STATES
 
 JSON = dict[str, Any]
@@ -31,9 +31,32 @@ def resource_state(conditions: list[JSON]) -> str:
     return "Ready"
 
 
-def live_conditions(kind: Kind, insight: Mapping[str, Any] | None, message: str) -> list[Condition]:
-    """Ready and Degraded for a config the service holds, refined by its live insight."""
-    degradation = kind.degradation(insight) if insight is not None else None
+def live_conditions(
+    kind: Kind,
+    insight: Mapping[str, Any] | None,
+    message: str,
+    *,
+    missing_fallbacks: Sequence[str] = (),
+) -> list[Condition]:
+    """Ready and Degraded for a config the service holds, refined by its live insight.
+
+    ``missing_fallbacks``: fallback models of a route that no route serves. The route itself
+    works (Ready), but the fallback it promises is not there: Degraded says which.
+    """
+    troubles = [kind.degradation(insight) if insight is not None else None]
+    if missing_fallbacks:
+        names = ", ".join(missing_fallbacks)
+        troubles.append(
+            Degradation(
+                "FallbackModelMissing",
+                f"no route serves the fallback model(s) {names}: requests this route cannot "
+                "serve fail instead of falling back",
+            )
+        )
+    found = [t for t in troubles if t is not None]
+    degradation = (
+        Degradation(found[0].reason, "; ".join(t.message for t in found)) if found else None
+    )
     ready = Condition(READY, True, "Applied", message)
     if kind is AI_MODEL_ROUTE and insight is not None:
         figures = kind.insight_status(insight)
