@@ -2,9 +2,11 @@
 
 ``up`` starts a detached *supervisor* (this file, ``supervise``) and waits until it reports
 ready. The supervisor owns every child (PostgreSQL, etcd + kube-apiserver, the four services,
-the operator): they are tied to it with PDEATHSIG, so nothing outlives it. ``down`` sends it
-SIGTERM; it stops the children in reverse order and exits. State lives under ``.local/``:
-data survives ``down``/``up``; ports and tokens are chosen once and kept.
+the operator, two model backends, Prometheus): they are tied to it with PDEATHSIG, so nothing
+outlives it. ``down`` sends it SIGTERM; it stops the children in reverse order and exits.
+State lives under ``.local/`` (``AZORA_LOCAL_DIR``): data survives ``down``/``up``; ports,
+tokens and the port base are chosen once and recorded in ``state.json``, so ``status`` and
+``down`` need only the same ``AZORA_LOCAL_DIR``, never ``AZORA_PORT_BASE`` again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,15 +27,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seed_catalog import seed as seed_catalog
+
 from azora_devenv.kube import LocalControlPlane
 from azora_devenv.postgres import LocalPostgres
 from azora_devenv.procs import ManagedProcess, free_port, port_is_open
+from azora_devenv.tools import bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 # AZORA_LOCAL_DIR and AZORA_PORT_BASE let a test (or a second checkout) run its own copy.
 STATE = Path(os.environ.get("AZORA_LOCAL_DIR", ROOT / ".local")).absolute()
-PORT_BASE = int(os.environ.get("AZORA_PORT_BASE", "8100"))
 STATE_FILE = STATE / "state.json"
+DEFAULT_PORT_BASE = 8100
+
+
+def _port_base() -> int:
+    """AZORA_PORT_BASE if given, else the one ``up`` recorded for this state dir, else 8100."""
+    given = os.environ.get("AZORA_PORT_BASE")
+    if given:
+        return int(given)
+    try:
+        return int(json.loads(STATE_FILE.read_text())["port_base"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return DEFAULT_PORT_BASE
+
+
+PORT_BASE = _port_base()
 ENV_FILE = STATE / "azora.env"
 PID_FILE = STATE / "supervisor.pid"
 READY_FILE = STATE / "supervisor.ready"
@@ -66,22 +86,32 @@ OPERATOR_PORT = PORT_BASE + 5
 # examples_yaml() rewrites them when AZORA_PORT_BASE moves them.
 MODEL_BACKENDS = {"model-a": PORT_BASE + 6, "model-b": PORT_BASE + 7}
 EXAMPLE_MODEL_PORTS = {"model-a": 8106, "model-b": 8107}
+# Debian's Prometheus (hack/system-deps.sh installs it for promtool), scraping everything above
+# with the chart's alert rules loaded.
+PROMETHEUS_PORT = PORT_BASE + 9
+ALERT_RULES = ROOT / "charts" / "azora" / "files" / "prometheus" / "azora-alerts.yaml"
+RUNBOOKS = ROOT / "docs" / "runbooks"
+CATALOG = ROOT / "examples" / "catalog.json"
 
 
 def load_state() -> dict[str, Any]:
     if STATE_FILE.exists():
         state: dict[str, Any] = json.loads(STATE_FILE.read_text())
-        return state
-    state = {
-        "pg_port": free_port(),
-        "etcd_port": free_port(),
-        "apiserver_port": free_port(),
-        "admin_token": secrets.token_urlsafe(24),
-        "api_token": secrets.token_urlsafe(24),
-    }
-    STATE.mkdir(parents=True, exist_ok=True)
-    STATE_FILE.write_text(json.dumps(state, indent=2))
-    STATE_FILE.chmod(0o600)
+    else:
+        state = {
+            "pg_port": free_port(),
+            "etcd_port": free_port(),
+            "apiserver_port": free_port(),
+            "admin_token": secrets.token_urlsafe(24),
+            "api_token": secrets.token_urlsafe(24),
+        }
+    if state.get("port_base") != PORT_BASE:
+        # Recorded so that `make status` / `make down` find this copy's ports without being
+        # given AZORA_PORT_BASE again; a new AZORA_PORT_BASE on a later `up` replaces it.
+        state["port_base"] = PORT_BASE
+        STATE.mkdir(parents=True, exist_ok=True)
+        STATE_FILE.write_text(json.dumps(state, indent=2))
+        STATE_FILE.chmod(0o600)
     return state
 
 
@@ -95,6 +125,35 @@ def examples_yaml() -> str:
 
 def service_url(svc: Service) -> str:
     return f"http://127.0.0.1:{svc.port}"
+
+
+def prometheus_url() -> str:
+    return f"http://127.0.0.1:{PROMETHEUS_PORT}"
+
+
+def prometheus_config(rules: Path) -> dict[str, Any]:
+    """Scrape jobs named as the chart's ServiceMonitors name them (``azora-<component>``), so
+    the dashboards' and the alert rules' ``job`` selectors work unchanged; JSON is YAML."""
+    jobs: dict[str, list[tuple[str, dict[str, str]]]] = {
+        f"azora-{svc.key}": [(f"127.0.0.1:{svc.port}", {})] for svc in SERVICES
+    }
+    jobs["azora-operator"] = [(f"127.0.0.1:{OPERATOR_PORT}", {})]
+    jobs["azora-model-backend"] = [
+        (f"127.0.0.1:{port}", {"backend": key}) for key, port in MODEL_BACKENDS.items()
+    ]
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "static_configs": [
+                    {"targets": [target], "labels": labels} for target, labels in targets
+                ],
+            }
+            for job, targets in jobs.items()
+        ],
+    }
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -171,6 +230,15 @@ class Supervisor:
             self.wait_ready(svc.key, service_url(svc) + "/readyz")
         for key, port in MODEL_BACKENDS.items():
             self.wait_ready(key, f"http://127.0.0.1:{port}/healthz", timeout=180.0)
+        # The products and ledger categories the examples rely on (examples/catalog.json),
+        # through the services' own APIs, before the example cohort asks for a price.
+        for change in seed_catalog(
+            pricing_url=service_url(SERVICES[2]),
+            ledger_url=service_url(SERVICES[1]),
+            token=s["api_token"],
+            catalog=CATALOG,
+        ):
+            log.info("catalog: %s", change)
         self.write_env()
         assert self.cluster is not None
         crds = sorted((ROOT / "crds").glob("*.yaml"))
@@ -185,6 +253,9 @@ class Supervisor:
             self.wait_ready("operator", f"http://127.0.0.1:{OPERATOR_PORT}/healthz")
         if crds and any((ROOT / "examples").glob("*.yaml")):
             self.cluster.kubectl("apply", "-f", "-", input=examples_yaml())
+        self.children["prometheus"] = self.prometheus_process()
+        self.children["prometheus"].start()
+        self.wait_ready("prometheus", f"{prometheus_url()}/-/ready")
 
     def service_env(self, svc: Service) -> dict[str, str]:
         assert self.pg is not None
@@ -243,6 +314,34 @@ class Supervisor:
             env=env,
         )
 
+    def prometheus_process(self) -> ManagedProcess:
+        prometheus = shutil.which("prometheus")
+        if prometheus is None:
+            raise FileNotFoundError(
+                "prometheus not found: install Debian's `prometheus` package "
+                "(`make system-deps` does)"
+            )
+        work = STATE / "prometheus"
+        work.mkdir(parents=True, exist_ok=True)
+        rules = work / "azora-alerts.yaml"
+        # The chart's rule file is the one source; the chart puts its runbook base URL where
+        # this puts the local runbooks.
+        rules.write_text(ALERT_RULES.read_text().replace("RUNBOOK_BASE_URL", RUNBOOKS.as_uri()))
+        config = work / "prometheus.yml"
+        config.write_text(json.dumps(prometheus_config(rules), indent=2))
+        return ManagedProcess(
+            "prometheus",
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'data'}",
+                "--storage.tsdb.retention.time=7d",
+                f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+                "--web.enable-lifecycle",
+            ],
+            log_path=LOG_DIR / "prometheus.log",
+        )
+
     def wait_ready(self, key: str, url: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -265,6 +364,9 @@ class Supervisor:
         s = self.state
         lines = [
             "# Written by `make up`. Source it: `. .local/azora.env`",
+            # The kubectl and helm `make tools` built (pinned versions, hack/build-tools.sh) first.
+            f'export PATH="{bin_dir()}:$PATH"',
+            f"export AZORA_LOCAL_DIR={STATE}",
             f"export AZORA_ADMIN_TOKEN={s['admin_token']}",
             f"export AZORA_API_TOKEN={s['api_token']}",
         ]
@@ -278,11 +380,13 @@ class Supervisor:
             for key, port in MODEL_BACKENDS.items():
                 name = key.upper().replace("-", "_")
                 lines.append(f"export AZORA_{name}_URL=http://127.0.0.1:{port}/v1")
+            lines.append(f"export AZORA_PROMETHEUS_URL={prometheus_url()}")
         ENV_FILE.write_text("\n".join(lines) + "\n")
         ENV_FILE.chmod(0o600)
 
     def stop_all(self) -> None:
-        for key in ["operator", *[s.key for s in reversed(SERVICES)], *MODEL_BACKENDS]:
+        stop_order = ["prometheus", "operator", *[s.key for s in reversed(SERVICES)]]
+        for key in [*stop_order, *MODEL_BACKENDS]:
             proc = self.children.pop(key, None)
             if proc is not None:
                 proc.stop()
@@ -302,6 +406,7 @@ def cmd_up(only: str | None, timeout: float) -> int:
         print("already running; `make status` shows what runs, `make down` stops it")
         return 0
     ports = {svc.key: svc.port for svc in SERVICES} | MODEL_BACKENDS
+    ports |= {"operator": OPERATOR_PORT, "prometheus": PROMETHEUS_PORT}
     for key, port in ports.items() if only is None else []:
         if port_is_open("127.0.0.1", port):
             print(f"port {port} ({key}) is taken by another process", file=sys.stderr)
@@ -357,15 +462,19 @@ def summary(only: str | None) -> None:
         print(f"  {'operator':<13} http://127.0.0.1:{OPERATOR_PORT}/healthz")
         for key, port in MODEL_BACKENDS.items():
             print(f"  {key:<13} http://127.0.0.1:{port}/v1   (OpenAI-compatible, local models)")
+        print(f"  {'prometheus':<13} {prometheus_url()}   (alerts: {prometheus_url()}/alerts)")
     print(f"  {'kube-apiserver':<13} https://127.0.0.1:{state['apiserver_port']}")
-    print("\n  . .local/azora.env    # KUBECONFIG, AZORA_ADMIN_TOKEN, AZORA_API_TOKEN, AZORA_*_URL")
+    env_file = ENV_FILE if STATE != ROOT / ".local" else Path(".local/azora.env")
+    print(f"\n  . {env_file}    # PATH, KUBECONFIG, tokens, AZORA_*_URL")
     print("  kubectl get azora -A  # the platform's custom resources")
+    if only is None:
+        print("  make demo             # a guided tour of the running platform")
 
 
 def cmd_down() -> int:
     pid = supervisor_pid()
     if pid is None:
-        print("nothing running")
+        print(f"nothing running from {STATE}")
         PID_FILE.unlink(missing_ok=True)
         return 0
     os.kill(pid, signal.SIGTERM)
@@ -386,7 +495,7 @@ def cmd_down() -> int:
 def cmd_status() -> int:
     pid = supervisor_pid()
     if pid is None:
-        print("Azora is not running (`make up` starts it)")
+        print(f"Azora is not running from {STATE} (`make up` starts it)")
         return 0
     print(f"supervisor pid {pid}")
     for svc in SERVICES:
@@ -400,6 +509,8 @@ def cmd_status() -> int:
     for key, port in MODEL_BACKENDS.items():
         url = f"http://127.0.0.1:{port}"
         print(f"  {key:<13} {url:<24} {'ready' if http_ok(url + '/healthz') else 'NOT READY'}")
+    ready = http_ok(prometheus_url() + "/-/ready")
+    print(f"  {'prometheus':<13} {prometheus_url():<24} {'ready' if ready else 'NOT READY'}")
     return 0
 
 
