@@ -76,6 +76,10 @@ status: ## show what runs
 demo: ## a guided tour of the running platform (after `make up`; hack/demo.py)
 	@if [ -x .venv/bin/python ]; then .venv/bin/python hack/demo.py; else echo "run \`make up\` first"; fi
 
+.PHONY: demo
+demo: ## a guided tour of the running platform (after `make up`; hack/demo.py)
+	@if [ -x .venv/bin/python ]; then .venv/bin/python hack/demo.py; else echo "run \`make up\` first"; fi
+
 .PHONY: cluster
 cluster: sync tools ## only the local control plane (etcd + kube-apiserver); writes .local/kubeconfig
 	$(UV) run python hack/local.py up --only cluster

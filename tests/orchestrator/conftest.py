@@ -214,6 +214,13 @@ class Admin:
             assert time.monotonic() < deadline, "route change never became live"
             await asyncio.sleep(0.01)
 
+    async def wait_live_on(self, gw: Gw, model: str) -> None:
+        """Until another replica has loaded the route serving ``model``."""
+        deadline = time.monotonic() + 10
+        while model not in gw.gateway.table.by_model:
+            assert time.monotonic() < deadline, "route never became live on the replica"
+            await asyncio.sleep(0.01)
+
     async def delete(self, key: str) -> None:
         async with self.http.delete(
             f"{self.gw.base_url}/admin/v1/routes/{key}", headers=self.headers()

@@ -14,19 +14,27 @@ check-then-take is atomic.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from azora_orchestrator import asgi, metrics
-from azora_orchestrator.keys import KeyInfo, hash_secret
+from azora_orchestrator.keys import TOKENS, KeyInfo, hash_secret
 from azora_orchestrator.limits import Bucket
+from azora_orchestrator.quota import SharedState, estimate_cost
 from azora_orchestrator.routing import Route, RouteTable
 from azora_orchestrator.settings import OrchestratorSettings
+
+if TYPE_CHECKING:
+    from azora_orchestrator.routing import Backend
+
+log = logging.getLogger("azora.orchestrator")
 
 INVOKE_SCOPE = "ai:invoke"
 
@@ -61,6 +69,16 @@ class Ticket:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_known: bool = False
+    # The shared reservation of a key with limits or a budget (settled by usage.py).
+    shared: bool = False
+    reserved: int = 0  # budget units: minor units or tokens
+    key_tokens: int = 0  # charged to the key's tokens/min
+    window: datetime | None = None
+    # How it ended (usage.py records it): the backend that answered, status and outcome.
+    backend: Backend | None = None
+    status: int = 0
+    outcome: str = ""
+    ttft_s: float | None = None
     upstream_s: float = 0.0  # time spent waiting on backends (not the gateway's overhead)
     committed: bool = False  # a response has started: an error can no longer be answered
 
@@ -94,8 +112,9 @@ def _models_body(table: RouteTable, allowed: frozenset[str]) -> bytes:
 class Admission:
     """The API tokens, the virtual keys' snapshot and the token buckets of one process."""
 
-    def __init__(self, settings: OrchestratorSettings) -> None:
+    def __init__(self, settings: OrchestratorSettings, shared: SharedState | None = None) -> None:
         self.settings = settings
+        self.shared = shared
         # SHA-256 of a virtual key's secret -> the key; replaced as a whole on every reload.
         self.keys: dict[bytes, KeyInfo] = {}
         self._buckets: dict[tuple[str, str, str], Bucket] = {}
@@ -180,10 +199,13 @@ class Admission:
                 strip_usage = True
         estimate = 0
         charged: list[Bucket] = []
+        taken: list[tuple[Bucket, int]] = []
         if route.rpm or route.tpm or route.client_rpm or route.client_tpm:
             if route.tpm or route.client_tpm:
-                estimate = self._estimate(payload, body, op)
-            refused = self._take(route, caller.client_id, estimate, time.monotonic(), charged)
+                estimate = sum(self._estimate(payload, body, op))
+            refused = self._take(
+                route, caller.client_id, estimate, time.monotonic(), charged, taken
+            )
             if refused is not None:
                 wait, which = refused
                 metrics.RATE_LIMITED.labels(route.key, which).inc()
@@ -194,19 +216,83 @@ class Admission:
                     "rate_limit_exceeded",
                     headers=((b"retry-after", str(seconds).encode()),),
                 )
-        return Ticket(
+        ticket = Ticket(
             op, table, route, payload, body, stream, t0, charged, estimate, key, strip_usage
         )
+        if key is not None and key.shared:
+            refusal = await self._admit_shared(ticket, key, route, taken)
+            if refusal is not None:
+                return refusal
+        return ticket
 
-    def _estimate(self, payload: dict[str, Any], body: bytes, op: str) -> int:
+    async def _admit_shared(
+        self, ticket: Ticket, key: KeyInfo, route: Route, taken: list[tuple[Bucket, int]]
+    ) -> Response | None:
+        """The key's limits and budget, shared by every replica (quota.py): one statement."""
+        prompt, out = self._estimate(ticket.payload, ticket.body, ticket.op)
+        cost = estimate_cost(key, route, prompt, out) if key.budget else 0
+        try:
+            assert self.shared is not None
+            verdict = await self.shared.admit(key, prompt + out, cost)
+        except Exception:
+            log.warning("shared admission failed for key %s", key.id, exc_info=True)
+            self._refund(taken)
+            return asgi.error(
+                503, "the gateway cannot check this key's limits right now", "limits_unavailable"
+            )
+        if verdict.ok:
+            ticket.shared = True
+            ticket.reserved = cost if key.budget else 0
+            ticket.key_tokens = prompt + out if key.tpm else 0
+            ticket.window = verdict.window_start
+            return None
+        self._refund(taken)
+        if verdict.reason == "budget":
+            metrics.RATE_LIMITED.labels(route.key, "budget").inc()
+            remaining = max(0, key.budget - verdict.spent - verdict.reserved)
+            unit = "tokens" if key.unit == TOKENS else f"{key.unit} minor units"
+            headers = [
+                (b"x-azora-budget-remaining", str(remaining).encode()),
+                (b"x-azora-budget-unit", (key.unit or "").encode()),
+            ]
+            reset = ""
+            if key.period_s:
+                resets = verdict.window_start + timedelta(seconds=key.period_s)
+                stamp = resets.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                reset = f"; the budget resets at {stamp}"
+                headers.append((b"x-azora-budget-reset", stamp.encode()))
+            return asgi.error(
+                402,
+                f"the budget of API key {key.id} is used up: {remaining} {unit} remaining "
+                f"of {key.budget}{reset}",
+                "insufficient_quota",
+                headers=headers,
+            )
+        metrics.RATE_LIMITED.labels(route.key, "key").inc()
+        seconds = max(1, int(verdict.wait_s + 0.999))
+        what = "requests" if verdict.reason == "requests" else "tokens"
+        return asgi.error(
+            429,
+            f"rate limit of API key {key.id} exceeded ({what} per minute); retry in {seconds}s",
+            "rate_limit_exceeded",
+            headers=((b"retry-after", str(seconds).encode()),),
+        )
+
+    @staticmethod
+    def _refund(taken: list[tuple[Bucket, int]]) -> None:
+        for bucket, amount in taken:
+            bucket.adjust(-amount)
+
+    def _estimate(self, payload: dict[str, Any], body: bytes, op: str) -> tuple[int, int]:
+        """(prompt, completion) tokens expected before admission."""
         # Before admission the only honest numbers are the output cap and the prompt size;
         # the body length over 4 bounds the prompt tokens from above (roughly, for English).
         prompt = len(body) // 4
         if op == "embeddings":
-            return prompt
+            return prompt, 0
         cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
         out = int_or_zero(cap) or self.settings.default_max_tokens_estimate
-        return prompt + out
+        return prompt, out
 
     def _bucket(self, route: str, client: str, kind: str, per_minute: int, now: float) -> Bucket:
         key = (route, client, kind)
@@ -218,7 +304,13 @@ class Admission:
         return bucket
 
     def _take(
-        self, route: Route, client: str, estimate: int, now: float, charged: list[Bucket]
+        self,
+        route: Route,
+        client: str,
+        estimate: int,
+        now: float,
+        charged: list[Bucket],
+        taken: list[tuple[Bucket, int]],
     ) -> tuple[float, str] | None:
         checks: list[tuple[Bucket, int, str]] = []
         if route.rpm:
@@ -242,5 +334,6 @@ class Admission:
                 return wait, which
         for bucket, amount, _ in checks:
             bucket.take(amount)
+            taken.append((bucket, amount))
         charged.extend(tokens)
         return None

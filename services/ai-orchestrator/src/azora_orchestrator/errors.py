@@ -31,6 +31,7 @@ def openai_error_body(
 # Status -> OpenAI error type, as the official client maps them to exception classes.
 ERROR_TYPES = {
     400: "invalid_request_error",
+    402: "insufficient_quota",  # as OpenAI's own quota errors
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",

@@ -9,18 +9,23 @@ A data-plane request (``api.py``) is served in two steps: :meth:`Gateway.serve` 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from azora_common.listener import libpq_url
 from azora_orchestrator import asgi, metrics
 from azora_orchestrator.admission import Admission, Ticket
 from azora_orchestrator.keys import snapshot
+from azora_orchestrator.quota import SharedState
 from azora_orchestrator.routing import BackendState, Route, RouteTable, StateKey, build_route
 from azora_orchestrator.settings import OrchestratorSettings
 from azora_orchestrator.upstream import Relay, Upstream
+from azora_orchestrator.usage import Recorder
 
 log = logging.getLogger("azora.orchestrator")
 
@@ -32,14 +37,22 @@ class Gateway:
         self.settings = settings
         self.table = RouteTable({}, {}, 0, b'{"object":"list","data":[]}')
         self._states: dict[StateKey, BackendState] = {}
-        self.admission = Admission(settings)
+        self.shared = SharedState(libpq_url(settings.database_url), settings.shared_pool_size)
+        self.replica = settings.replica_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.admission = Admission(settings, self.shared)
         self.upstream = Upstream(settings)
+        self.recorder = Recorder(settings, self.shared, self.replica)
+        self.upstream.on_done = self.recorder.add
 
     async def start(self) -> None:
         await self.upstream.start()
+        await self.shared.start()
+        await self.recorder.start()
         metrics.GAUGE_SOURCE.get = lambda: self.table
 
     async def stop(self) -> None:
+        await self.recorder.stop()
+        await self.shared.stop()
         await self.upstream.stop()
 
     def install(self, rows: list[Any]) -> None:

@@ -78,7 +78,8 @@ EJECTIONS = Counter(
 )
 RATE_LIMITED = Counter(
     "azora_orchestrator_rate_limited_total",
-    "Requests refused by a rate limit; scope is route or client.",
+    "Requests refused by a limit; scope is route, client (route perClient), key (a virtual "
+    "key's limits) or budget.",
     ["route", "scope"],
 )
 OVERHEAD = Histogram(
@@ -136,3 +137,12 @@ class _TableRef:
 # One collector per process; the running gateway points it at its table.
 GAUGE_SOURCE = _TableRef()
 REGISTRY.register(BackendGauges(lambda: GAUGE_SOURCE.get()))
+
+USAGE_WRITTEN = Counter(
+    "azora_orchestrator_usage_records_written_total",
+    "Usage records written to PostgreSQL by the batch writer.",
+)
+USAGE_DROPPED = Counter(
+    "azora_orchestrator_usage_records_dropped_total",
+    "Usage records dropped because the buffer was full while the database was unreachable.",
+)

@@ -89,3 +89,26 @@ async def load_active_keys(conn: AsyncConnection) -> list[Row[Any]]:
             await conn.execute(sa.select(virtual_keys).where(virtual_keys.c.revoked_at.is_(None)))
         ).all()
     )
+
+
+# -- usage and settlements (asyncpg, the usage writer's transaction) ------------------------------
+
+USAGE_COLUMNS = [
+    "ts", "key_id", "team", "route", "backend", "model", "status", "outcome",
+    "prompt_tokens", "completion_tokens", "cost", "currency", "latency_ms", "ttft_ms", "replica",
+]  # fmt: skip
+
+# Per key: add the settled cost, correct the tokens/min bucket, and release the reservations of
+# the batch's newest window if it is still the key's current window (a reset already cleared
+# older ones).
+SETTLE_SQL = """
+UPDATE key_state k SET
+    spent = k.spent + d.cost,
+    total_spent = k.total_spent + d.cost,
+    tk_level = k.tk_level - d.tokens,
+    reserved = CASE WHEN k.window_start = d.ws THEN greatest(0, k.reserved - d.released)
+                    ELSE k.reserved END
+FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::timestamptz[], $5::bigint[])
+    AS d(key_id, cost, tokens, ws, released)
+WHERE k.key_id = d.key_id
+"""

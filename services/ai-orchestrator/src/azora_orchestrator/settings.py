@@ -49,3 +49,14 @@ class OrchestratorSettings(ServiceSettings):
     # that cost, budgets and tokens/min see the real usage; the event is kept from clients that
     # did not ask for it. Off only for backends that refuse the option.
     stream_usage: bool = True
+    # Usage recording: each request's record waits in memory and is written (with the budget
+    # settlements and the ledger outbox row) in one transaction every usage_flush_ms; a crash
+    # loses at most the records of the last interval plus a flush in progress.
+    usage_flush_ms: int = Field(default=500, ge=10, le=60_000)
+    usage_retention_days: int = Field(default=90, ge=1)
+    # Largest usage buffer kept while the database is unreachable (oldest records dropped).
+    usage_buffer_max: int = Field(default=1_000_000, ge=1000)
+    # Name of this replica in usage records and the published route status (pod name).
+    replica_name: str = Field(default="", max_length=253)
+    # Connections for the shared admission state (keys with limits or a budget).
+    shared_pool_size: int = Field(default=8, ge=1, le=256)

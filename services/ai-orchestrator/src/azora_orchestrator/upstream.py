@@ -21,6 +21,7 @@ import contextlib
 import email.utils
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +125,16 @@ class Relay(Response):
             await self.upstream.relay(self.ticket, receive, send)
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
+            if not self.ticket.status:
+                self.ticket.status, self.ticket.outcome = 500, "internal_error"
             if not self.ticket.committed:
                 await asgi.send_error(send, 500, "internal error in the gateway", "internal_error")
+        finally:
+            done = self.upstream.on_done
+            if done is not None:
+                if not self.ticket.status:  # cancelled: the client went away
+                    self.ticket.status, self.ticket.outcome = 499, "client_closed"
+                done(self.ticket)
 
 
 class Upstream:
@@ -135,6 +144,8 @@ class Upstream:
         self.settings = settings
         self.session: aiohttp.ClientSession | None = None
         self._budgets: dict[str, RetryBudget] = {}
+        # Called once per admitted request when it is over (usage.py's Recorder.add).
+        self.on_done: Callable[[Ticket], None] | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -241,6 +252,7 @@ class Upstream:
                             return
             if last is None:
                 metrics.REQUESTS.labels(route.key, "none", "no_backend").inc()
+                ticket.status, ticket.outcome = 503, "no_backend"
                 ticket.committed = True
                 await asgi.send_error(
                     send,
@@ -277,6 +289,8 @@ class Upstream:
         backend = failure.backend
         outcome = failure.reason if not failure.final else "client_error"
         _count(backend, outcome)
+        ticket.backend, ticket.outcome = backend, outcome
+        ticket.status = failure.status or (504 if failure.reason == "timeout" else 502)
         overhead = ticket.overhead(time.perf_counter())
         metrics.OVERHEAD.labels(route.key).observe(overhead)
         extra: list[tuple[bytes, bytes]] = [
@@ -368,6 +382,7 @@ class Upstream:
         route.record_success(backend, elapsed / max(1, out_tokens))
         overhead = ticket.overhead(time.perf_counter())
         ticket.committed = True
+        ticket.backend, ticket.status, ticket.outcome = backend, status, "success"
         await asgi.respond(
             send,
             status,
@@ -470,6 +485,8 @@ class Upstream:
         with contextlib.suppress(Exception):
             await send(asgi.stream_end())
         duration = time.perf_counter() - started
+        ticket.backend, ticket.status, ticket.outcome = backend, resp.status, outcome
+        ticket.ttft_s = ttft
         out_tokens = 0
         if usage is not None:
             out_tokens = self._account_usage(route, backend, usage, ticket)

@@ -1,0 +1,225 @@
+"""Budgets and key limits shared by three replicas (one PostgreSQL), and the errors the
+official client sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+from tests.orchestrator.conftest import (
+    Admin,
+    Gw,
+    backend_spec,
+    bearer,
+    chat,
+    create_key,
+    openai_error,
+    unique,
+    wait_for_key,
+)
+
+# 1 minor unit per prompt token, 2 per completion token: the fake answers 7 + 5 tokens -> 17.
+PRICE = {"currency": "USD", "inputPerMillion": 1_000_000, "outputPerMillion": 2_000_000}
+
+
+async def flush_all(replicas: list[Gw]) -> None:
+    for r in replicas:
+        await r.server.arun(r.gateway.recorder.flush())
+
+
+async def spend_of(http: aiohttp.ClientSession, gw: Gw, key_id: str) -> dict[str, Any]:
+    async with http.get(
+        f"{gw.base_url}/admin/v1/keys/{key_id}/spend", headers=bearer(ADMIN_TOKEN)
+    ) as resp:
+        assert resp.status == 200
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+def prompt_estimate(model: str, **extra: Any) -> int:
+    """The gateway's prompt estimate for tests.orchestrator.conftest.chat's body."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    return len(json.dumps(body).encode()) // 4
+
+
+async def test_budget_holds_across_three_replicas(
+    replicas: list[Gw], admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    a.delay_s = 0.01  # requests overlap: reservations are in flight when the budget is crossed
+    model = unique("budget")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a, price=PRICE)]})
+    for r in replicas:
+        await admin.wait_live_on(r, model)
+    budget = 1000
+    secret, key = await create_key(
+        http, replicas[0], budget={"amount": budget, "unit": "USD", "period": "24h"}
+    )
+    await wait_for_key(replicas, key["id"])
+    actual = a.prompt_tokens * 1 + a.completion_tokens * 2  # 17
+    estimate = prompt_estimate(model, max_tokens=5) * 1 + 5 * 2
+    assert estimate >= actual
+    ok = 0
+    refused: list[dict[str, Any]] = []
+
+    async def client(gw: Gw) -> None:
+        nonlocal ok
+        while True:
+            status, body, headers = await chat(
+                http, gw, model, headers=bearer(secret), max_tokens=5
+            )
+            if status == 402:
+                refused.append({"body": body, "headers": headers})
+                return
+            assert status == 200, body
+            ok += 1
+
+    # Rounds of 3 replicas x 6 concurrent clients until, with every settlement written,
+    # a whole round is refused at once.
+    for _ in range(30):
+        before = ok
+        await asyncio.gather(*(client(r) for r in replicas for _ in range(6)))
+        await flush_all(replicas)
+        if ok == before:
+            break
+    spend = await spend_of(http, replicas[0], key["id"])
+    assert spend["reserved"] == 0
+    assert spend["totalSpent"] == spend["spent"] == ok * actual  # enforcement = the backend's usage
+    overshoot = spend["spent"] - budget
+    # The bound (quota.py): at most the last admitted reservation minus one minor unit (every
+    # actual cost is within its estimate here), and the budget is used up.
+    assert -actual < overshoot <= estimate - 1, (overshoot, ok)
+    print(f"budget {budget}, spent {spend['spent']}, overshoot {overshoot}, bound {estimate - 1}")
+
+    error = openai_error(refused[-1]["body"])
+    assert error["code"] == "insufficient_quota" and error["type"] == "insufficient_quota"
+    headers = {k.lower(): v for k, v in refused[-1]["headers"].items()}
+    assert int(headers["x-azora-budget-remaining"]) == max(0, budget - spend["spent"])
+    assert headers["x-azora-budget-unit"] == "USD"
+    reset = datetime.fromisoformat(headers["x-azora-budget-reset"])
+    assert reset.hour == 0 and reset.minute == 0  # 24h windows start at midnight UTC
+
+
+async def test_budget_window_resets(
+    gw: Gw, admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    model = unique("reset")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a, price=PRICE)]})
+    secret, key = await create_key(
+        http, gw, budget={"amount": 12, "unit": "tokens", "period": "2s"}
+    )
+    await wait_for_key([gw], key["id"])
+    # Start right after a window boundary so the first request and the refusal share a window.
+    await asyncio.sleep(2 - time.time() % 2 + 0.05)
+    assert (await chat(http, gw, model, headers=bearer(secret), max_tokens=5))[0] == 200
+    await gw.server.arun(gw.gateway.recorder.flush())
+    status, body, headers = await chat(http, gw, model, headers=bearer(secret), max_tokens=5)
+    assert status == 402, body
+    assert "resets at" in openai_error(body)["message"]
+    reset = datetime.fromisoformat(headers["x-azora-budget-reset"]).timestamp()
+    await asyncio.sleep(max(0.0, reset - time.time()) + 0.05)
+    assert (await chat(http, gw, model, headers=bearer(secret), max_tokens=5))[0] == 200
+    spend = await spend_of(http, gw, key["id"])
+    assert spend["unit"] == "tokens" and spend["budget"] == 12
+
+
+async def _hammer(
+    replicas: list[Gw], http: aiohttp.ClientSession, model: str, secret: str, seconds: float
+) -> tuple[int, float]:
+    admitted = 0
+    started = time.monotonic()
+
+    async def client(gw: Gw) -> None:
+        nonlocal admitted
+        while time.monotonic() - started < seconds:
+            status, body, _ = await chat(http, gw, model, headers=bearer(secret), max_tokens=5)
+            if status == 200:
+                admitted += 1
+            else:
+                assert status == 429, body
+                assert openai_error(body)["code"] == "rate_limit_exceeded"
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(client(r) for r in replicas for _ in range(4)))
+    return admitted, time.monotonic() - started
+
+
+async def test_requests_per_minute_across_three_replicas(
+    replicas: list[Gw], admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    model = unique("rpm")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a)]})
+    for r in replicas:
+        await admin.wait_live_on(r, model)
+    rpm = 120
+    secret, key = await create_key(http, replicas[0], requestsPerMinute=rpm)
+    await wait_for_key(replicas, key["id"])
+    admitted, elapsed = await _hammer(replicas, http, model, secret, 3.0)
+    expected = rpm + rpm / 60 * elapsed  # a full bucket, then the refill
+    assert 0.9 * expected <= admitted <= 1.1 * expected, (admitted, expected)
+
+
+async def test_tokens_per_minute_across_three_replicas(
+    replicas: list[Gw], admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    model = unique("tpm")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a)]})
+    for r in replicas:
+        await admin.wait_live_on(r, model)
+    # The backend reports exactly the admission estimate, so no correction blurs the count.
+    a.prompt_tokens = prompt_estimate(model, max_tokens=5)
+    a.completion_tokens = 5
+    per_request = a.prompt_tokens + a.completion_tokens
+    tpm = per_request * 90
+    secret, key = await create_key(http, replicas[0], tokensPerMinute=tpm)
+    await wait_for_key(replicas, key["id"])
+    admitted, elapsed = await _hammer(replicas, http, model, secret, 3.0)
+    expected = (tpm + tpm / 60 * elapsed) / per_request
+    assert 0.9 * expected <= admitted <= 1.1 * expected, (admitted, expected)
+
+
+async def test_openai_client_sees_limit_and_budget_errors(
+    gw: Gw, admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    model = unique("oai-limits")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a, price=PRICE)]})
+    limited, lkey = await create_key(http, gw, requestsPerMinute=1)
+    broke, bkey = await create_key(http, gw, budget={"amount": 1, "unit": "USD", "period": "24h"})
+    await wait_for_key([gw], lkey["id"])
+    await wait_for_key([gw], bkey["id"])
+    messages: Any = [{"role": "user", "content": "hi"}]
+    client = openai.AsyncOpenAI(base_url=gw.v1, api_key=limited, max_retries=0)
+    try:
+        await client.chat.completions.create(model=model, messages=messages)
+        with pytest.raises(openai.RateLimitError) as limit:
+            await client.chat.completions.create(model=model, messages=messages)
+        assert limit.value.code == "rate_limit_exceeded"
+        assert int(limit.value.response.headers["retry-after"]) >= 1
+    finally:
+        await client.close()
+    client = openai.AsyncOpenAI(base_url=gw.v1, api_key=broke, max_retries=2)
+    try:
+        await client.chat.completions.create(model=model, messages=messages, max_tokens=5)
+        await gw.server.arun(gw.gateway.recorder.flush())
+        hits = a.hits
+        with pytest.raises(openai.APIStatusError) as quota:
+            await client.chat.completions.create(model=model, messages=messages, max_tokens=5)
+        assert quota.value.status_code == 402
+        assert quota.value.code == "insufficient_quota"
+        assert quota.value.type == "insufficient_quota"
+        assert "remaining" in quota.value.message
+        assert a.hits == hits  # refused at admission; the client did not retry it
+    finally:
+        await client.close()
