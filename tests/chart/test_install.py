@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from azora_devenv import LocalControlPlane
 from azora_devenv.tools import tool_path
@@ -40,6 +41,11 @@ def test_every_rendered_object_passes_server_side_validation(
     namespace = f"dry-{values[0].stem if values else 'defaults'}"[:40]
     _create_namespace(control_plane, namespace)
     _crds_installed(control_plane)
+    # Watched namespaces get the operator's Roles (namespaced RBAC): they must exist.
+    for path in values:
+        operator = (yaml.safe_load(path.read_text()) or {}).get("operator") or {}
+        for watched in operator.get("watchNamespaces") or ():
+            control_plane.kubectl("create", "namespace", watched)  # may exist already
     args = ["template", "azora", str(CHART), "--namespace", namespace]
     for path in values:
         args += ["-f", str(path)]
@@ -51,8 +57,6 @@ def test_every_rendered_object_passes_server_side_validation(
         "--dry-run=server",
         "--validate=strict",
         "--field-manager=chart-test",
-        "-n",
-        namespace,
         "-f",
         "-",
         input=manifest,

@@ -88,11 +88,10 @@ def test_default_install_renders_everything_expected() -> None:
     operator = one(objects, "Deployment", "azora-operator")
     assert operator["spec"]["strategy"]["type"] == "Recreate"
     assert operator["spec"]["template"]["spec"]["serviceAccountName"] == "azora-operator"
-    # monitoring, NetworkPolicies, HPA and PDB are off by default
+    # monitoring, HPA and PDB are off by default (NetworkPolicies are on: see below)
     for kind in (
         "ServiceMonitor",
         "PrometheusRule",
-        "NetworkPolicy",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
     ):
@@ -304,3 +303,107 @@ def test_release_name_does_not_change_job_labels() -> None:
     }
     assert jobs == {f"azora-{s}" for s in SERVICES} | {"azora-operator"}
     assert one(objects, "Deployment", "prod-azora-ledger")
+
+
+def test_network_policies_are_on_by_default_with_an_opt_out() -> None:
+    objects = render()
+    policies = {p["metadata"]["name"]: p for p in by_kind(objects, "NetworkPolicy")}
+    assert set(policies) == {f"azora-{s}" for s in SERVICES} | {
+        "azora-operator",
+        "azora-postgresql",
+    }
+    # The operator's metrics: nobody without monitoring (the kubelet's probes are node
+    # traffic, which NetworkPolicies never block); Prometheus' peers once it scrapes.
+    assert policies["azora-operator"]["spec"]["ingress"] == []
+    monitored = render(sets=["monitoring.serviceMonitor.enabled=true"])
+    (rule,) = one(monitored, "NetworkPolicy", "azora-operator")["spec"]["ingress"]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+    # The dev PostgreSQL: the services, their migrations and the scheduled ledger verify.
+    (rule,) = policies["azora-postgresql"]["spec"]["ingress"]
+    components = {
+        p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"]
+    }
+    assert components == set(SERVICES) | {f"{s}-migrate" for s in SERVICES} | {"ledger-verify"}
+    assert by_kind(render(sets=["networkPolicy.enabled=false"]), "NetworkPolicy") == []
+
+
+def _rbac(objects: list[dict[str, Any]]) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
+    kinds = ("ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding")
+    return {
+        (o["kind"], o["metadata"].get("namespace")): o.get("rules") or o.get("subjects") or []
+        for o in objects
+        if o["kind"] in kinds
+    }
+
+
+def test_watch_namespaces_render_a_role_per_namespace_and_a_minimal_clusterrole() -> None:
+    rbac = _rbac(render(sets=["operator.watchNamespaces={team-a,team-b}"]))
+    assert set(rbac) == {
+        ("ClusterRole", None),
+        ("ClusterRoleBinding", None),
+        ("Role", "team-a"),
+        ("Role", "team-b"),
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "team-b"),
+    }
+    # Cluster scope: only what Kopf lists and watches there; no Secret, no custom resource.
+    assert rbac[("ClusterRole", None)] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    ]
+    # Per namespace: the cluster-wide role's namespaced rules, nothing more.
+    cluster_wide = yaml.safe_load((ROOT / "operator" / "deploy" / "clusterrole.yaml").read_text())
+    namespaced = [r for r in cluster_wide["rules"] if r["apiGroups"] != ["apiextensions.k8s.io"]]
+    assert rbac[("Role", "team-a")] == rbac[("Role", "team-b")] == namespaced
+    assert rbac[("RoleBinding", "team-a")] == [
+        {"kind": "ServiceAccount", "name": "azora-operator", "namespace": "azora"}
+    ]
+
+
+def test_namespace_patterns_need_cluster_wide_rbac() -> None:
+    result = helm(
+        "template", "azora", str(CHART), "--set", "operator.watchNamespaces={team-*}", check=False
+    )
+    assert result.returncode != 0
+    assert "operator.rbac.namespaced=false" in result.stderr
+    rbac = _rbac(
+        render(sets=["operator.watchNamespaces={team-*}", "operator.rbac.namespaced=false"])
+    )
+    assert set(rbac) == {("ClusterRole", None), ("ClusterRoleBinding", None)}
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]} in (
+        rbac[("ClusterRole", None)]
+    )
+
+
+def test_prune_settings_reach_the_operator() -> None:
+    def env(*sets: str) -> dict[str, Any]:
+        deployment = one(render(sets=sets), "Deployment", "azora-operator")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    defaults = env()
+    assert defaults["AZORA_OPERATOR_PRUNE"] == "true"
+    assert "AZORA_OPERATOR_PRUNE_EXCLUDE" not in defaults
+    assert "AZORA_OPERATOR_PRUNE_GRACE" not in defaults
+    custom = env(
+        "operator.prune.enabled=false",
+        "operator.prune.exclude={azora-pricing}",
+        "operator.prune.grace=120",
+    )
+    assert custom["AZORA_OPERATOR_PRUNE"] == "false"
+    assert json.loads(custom["AZORA_OPERATOR_PRUNE_EXCLUDE"]) == ["azora-pricing"]
+    assert custom["AZORA_OPERATOR_PRUNE_GRACE"] == "120"
+
+
+def test_the_test_job_does_not_outlive_an_uninstall_for_long() -> None:
+    job = one(render(), "Job", "azora-test-readyz")
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600
