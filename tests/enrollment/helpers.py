@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +15,9 @@ from fastapi import FastAPI
 
 from azora_enrollment.clock import Clock
 from azora_enrollment.models import cohorts, enrollment_history, enrollments
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, API_TOKEN
 from tests.support.apps import bearer
+from tests.support.services import ServiceProcess
 
 ADMIN = bearer(ADMIN_TOKEN)
 
@@ -80,6 +83,36 @@ async def status(client: httpx.AsyncClient, ns: str, name: str) -> dict[str, Any
     response = await client.get(f"/admin/v1/cohorts/{ns}/{name}/status", headers=ADMIN)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def paying_app(
+    make_app: Callable[..., FastAPI], ledger: ServiceProcess, pricing: ServiceProcess, **more: Any
+) -> FastAPI:
+    """The service with its background tasks, talking to real ledger and pricing processes."""
+    settings: dict[str, Any] = {
+        "background_tasks": True,
+        "pricing_url": pricing.url,
+        "ledger_url": ledger.url,
+        "service_token": API_TOKEN,
+        "http_timeout_s": 2.0,
+        "outbox_poll_interval_s": 0.05,
+        "outbox_backoff_base_s": 0.05,
+        "outbox_backoff_max_s": 0.5,
+        "outbox_max_refusals": 2,
+        "gauges_interval_s": 0.2,
+        "pricing_recheck_interval_s": 0.2,
+    }
+    return make_app(**(settings | more))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 60) -> None:
+    """Poll until ``check`` holds (a bound on waiting, not a speed assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for: {what}")
+        await asyncio.sleep(0.05)
 
 
 def clock_of(app: FastAPI) -> Clock:

@@ -65,6 +65,7 @@ async def test_seat_then_waitlist_then_full(client: httpx.AsyncClient, ns: str) 
         "waitlisted": 2,
         "offered": 0,
         "open": True,
+        "pricing": None,
     }
 
 
@@ -252,6 +253,7 @@ async def test_bulk_with_partial_failures(client: httpx.AsyncClient, ns: str) ->
         "waitlisted": 1,
         "offered": 0,
         "open": True,
+        "pricing": None,
     }
     cohort = (await client.get(f"/v1/cohorts/{ns}/c")).json()
     assert (cohort["seats_taken"], cohort["waitlisted"]) == (3, 1)

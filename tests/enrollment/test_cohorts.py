@@ -38,6 +38,7 @@ async def test_put_list_status_delete(client: httpx.AsyncClient, ns: str) -> Non
         "waitlisted": 0,
         "offered": 0,
         "open": True,
+        "pricing": None,
     }
     assert (await client.delete(f"/admin/v1/cohorts/{ns}/alpha", headers=ADMIN)).status_code == 204
     # Deleting again is still 204; the status of a deleted cohort is a 404 problem.
@@ -234,6 +235,7 @@ async def test_capacity_increase_promotes_waitlist(client: httpx.AsyncClient, ns
         "waitlisted": 1,
         "offered": 0,
         "open": True,
+        "pricing": None,
     }
 
 

@@ -6,8 +6,7 @@ completes with exactly one ledger transaction (checked through the ledger's own 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,32 +15,21 @@ import sqlalchemy as sa
 
 from tests.conftest import API_TOKEN
 from tests.enrollment.conftest import AppFactory
-from tests.enrollment.helpers import enroll, move, put_cohort, spec
+from tests.enrollment.helpers import (
+    enroll,
+    eventually,
+    move,
+    paying_app,
+    put_cohort,
+    spec,
+    status,
+)
 from tests.support.apps import bearer, committing_client
-from tests.support.pg import PostgresServer
 from tests.support.services import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 PRICE = 12_000
-
-
-@pytest.fixture(scope="module")
-def ledger(
-    pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
-    url = pg.recreate_database("azora_test_enrollment_ledger")
-    with ServiceProcess("ledger", url, tmp_path_factory.mktemp("ledger")) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def pricing(
-    pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
-    url = pg.recreate_database("azora_test_enrollment_pricing")
-    with ServiceProcess("pricing", url, tmp_path_factory.mktemp("pricing")) as process:
-        yield process
 
 
 @pytest.fixture
@@ -58,31 +46,6 @@ async def remote(
         )
         assert product.status_code in (200, 201), product.text
         yield client
-
-
-def _app(make_app: AppFactory, ledger: ServiceProcess, pricing: ServiceProcess) -> Any:
-    return make_app(
-        background_tasks=True,
-        pricing_url=pricing.url,
-        ledger_url=ledger.url,
-        service_token=API_TOKEN,
-        http_timeout_s=2.0,
-        outbox_poll_interval_s=0.05,
-        outbox_backoff_base_s=0.05,
-        outbox_backoff_max_s=0.5,
-        outbox_max_refusals=2,
-        gauges_interval_s=0.2,
-    )
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 60) -> None:
-    """Poll until ``check`` holds (a bound on waiting, not a speed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _state(client: httpx.AsyncClient, enrollment_id: str) -> dict[str, Any]:
@@ -106,7 +69,7 @@ async def test_ledger_outage_delays_but_never_loses_or_doubles(
     remote: httpx.AsyncClient,
     ns: str,
 ) -> None:
-    app = _app(make_app, ledger, pricing)
+    app = paying_app(make_app, ledger, pricing)
     async with committing_client(app, headers=bearer(API_TOKEN)) as client:
         await put_cohort(
             client,
@@ -124,7 +87,7 @@ async def test_ledger_outage_delays_but_never_loses_or_doubles(
         async def first_enrolled() -> bool:
             return (await _state(client, first["id"]))["state"] == "enrolled"
 
-        await _eventually(first_enrolled, "first enrollment charged")
+        await eventually(first_enrolled, "first enrollment charged")
 
         ledger.stop()
         waiting = [await enroll(client, f"{ns}/paid", f"s{i}") for i in range(1, 5)]
@@ -144,7 +107,7 @@ async def test_ledger_outage_delays_but_never_loses_or_doubles(
                 ).all()
             return len(rows) == 4 and all(r.attempts >= 2 and r.last_error for r in rows)
 
-        await _eventually(retried_against_dead_ledger, "charges retried while ledger is down")
+        await eventually(retried_against_dead_ledger, "charges retried while ledger is down")
         for w in waiting:
             current = await _state(client, w["id"])
             # The quote was accepted (pricing is up); only the ledger step is waiting.
@@ -158,7 +121,7 @@ async def test_ledger_outage_delays_but_never_loses_or_doubles(
             states = [(await _state(client, w["id"]))["state"] for w in waiting]
             return states == ["enrolled"] * 4
 
-        await _eventually(all_enrolled, "all charges completed after the ledger returned")
+        await eventually(all_enrolled, "all charges completed after the ledger returned")
         for e in [first, *waiting]:
             transactions = await _ledger_transactions(remote, ledger, e["id"])
             assert len(transactions) == 1, transactions
@@ -182,7 +145,7 @@ async def test_ledger_outage_delays_but_never_loses_or_doubles(
             payment = (await _state(client, waiting[0]["id"]))["payment"]
             return bool(payment["refund_transaction_id"])
 
-        await _eventually(refunded, "refund recorded")
+        await eventually(refunded, "refund recorded")
         refund_id = (await _state(client, waiting[0]["id"]))["payment"]["refund_transaction_id"]
         reversal = await remote.get(f"{ledger.url}/v1/transactions/{refund_id}")
         assert reversal.status_code == 200, reversal.text
@@ -194,33 +157,105 @@ async def test_ledger_outage_delays_but_never_loses_or_doubles(
         ]
 
 
-async def test_refused_price_rejects_and_frees_the_seat(
+async def _product(
+    remote: httpx.AsyncClient, pricing: ServiceProcess, sku: str, prices: dict[str, int]
+) -> None:
+    response = await remote.put(
+        f"{pricing.url}/v1/products/{sku}",
+        json={
+            "name": sku,
+            "prices": {c: {"model": "perUnit", "unitAmount": a} for c, a in prices.items()},
+        },
+    )
+    assert response.status_code in (200, 201), response.text
+
+
+async def test_refused_price_rejects_and_frees_the_seat_then_refuses_up_front(
     make_app: AppFactory,
     ledger: ServiceProcess,
     pricing: ServiceProcess,
     remote: httpx.AsyncClient,
     ns: str,
 ) -> None:
-    app = _app(make_app, ledger, pricing)
+    """The product loses its EUR price after the cohort was applied: the enrollments already
+    taken are rejected (their seat goes to the next in line), the outbox's refused quote makes
+    the cohort unpriceable, and new enrollments are refused up front (409, naming product and
+    currency) instead of 201 then rejected; once the price is back, the cohort takes them again.
+    """
+    sku = f"{ns}-sku"
+    await _product(remote, pricing, sku, {"EUR": PRICE})
+    app = paying_app(make_app, ledger, pricing)
     async with committing_client(app, headers=bearer(API_TOKEN)) as client:
-        await put_cohort(
+        applied = await put_cohort(
             client,
             ns,
             "unsold",
             spec(
-                capacity=1,
+                capacity=2,
                 waitlist={"enabled": True},
-                pricing={"product": "no-such-product", "currency": "EUR"},
+                pricing={"product": sku, "currency": "EUR"},
             ),
         )
-        doomed = await enroll(client, f"{ns}/unsold", "s0")
-        waiting = await enroll(client, f"{ns}/unsold", "s1")
+        assert (await status(client, ns, "unsold"))["pricing"]["verified"] is True
+        # A paid seat; and this process now holds the cohort row (the hint) as it was then.
+        paid = await enroll(client, f"{ns}/unsold", "s0")
+
+        async def charged() -> bool:
+            return (await _state(client, paid["id"]))["state"] == "enrolled"
+
+        await eventually(charged, "the first enrollment is charged")
+        await _product(remote, pricing, sku, {"USD": PRICE})
+        # One request, so neither decision can race the outbox: a seat and a waitlist place.
+        bulk = await client.post(
+            f"/v1/cohorts/{ns}/unsold/enrollments:bulk",
+            json={"items": [{"student": {"id": "s1"}}, {"student": {"id": "s2"}}]},
+        )
+        assert bulk.status_code == 200, bulk.text
+        doomed, waiting = (r["enrollment"] for r in bulk.json()["results"])
         assert (doomed["state"], waiting["state"]) == ("pending_payment", "waitlisted")
+
+        async def refused() -> bool:
+            return (await status(client, ns, "unsold"))["pricing"]["state"] == "refused"
+
+        await eventually(refused, "the outbox learns that pricing cannot price the cohort")
+        now = await status(client, ns, "unsold")
+        assert now["open"] is False
+        assert now["revision"] > applied["revision"]  # hints of every replica are re-read
+        assert now["pricing"] | {"checked_at": None} == {
+            "verified": False,
+            "state": "refused",
+            "reason": "UnpricedCurrency",
+            "detail": f"product '{sku}' has no price in EUR in azora-pricing (it has: USD)",
+            "product": sku,
+            "currency": "EUR",
+            "checked_at": None,
+        }
+        # This process holds the older cohort row: refused all the same (no 201).
+        late = await enroll(client, f"{ns}/unsold", "s3", expect=409)
+        assert late["type"].endswith("/cohort-not-priceable")
+        assert (late["product"], late["currency"], late["reason"]) == (
+            sku,
+            "EUR",
+            "UnpricedCurrency",
+        )
+        assert late["cohort"] == f"{ns}/unsold"
+        assert "no price in EUR" in late["detail"]
+        bulk_late = await client.post(
+            f"/v1/cohorts/{ns}/unsold/enrollments:bulk",
+            json={"items": [{"student": {"id": "s4"}}]},
+        )
+        assert bulk_late.status_code == 409, bulk_late.text
+        assert bulk_late.json()["type"].endswith("/cohort-not-priceable")
+        # Another replica (a second app on the same database) refuses too.
+        other = paying_app(make_app, ledger, pricing, background_tasks=False)
+        async with committing_client(other, headers=bearer(API_TOKEN)) as second:
+            again = await enroll(second, f"{ns}/unsold", "s5", expect=409)
+            assert again["type"].endswith("/cohort-not-priceable")
 
         async def rejected() -> bool:
             return (await _state(client, doomed["id"]))["state"] == "rejected"
 
-        await _eventually(rejected, "payment refused for good")
+        await eventually(rejected, "payment refused for good")
         current = await _state(client, doomed["id"])
         assert current["payment"]["error"]
         assert await _ledger_transactions(remote, ledger, doomed["id"]) == []
@@ -229,6 +264,28 @@ async def test_refused_price_rejects_and_frees_the_seat(
         assert ("waitlisted", "pending_payment") in {
             (h["from_state"], h["to_state"]) for h in promoted["items"]
         }
-        refused = await move(client, doomed["id"], "enrolled", expect=409)
-        assert refused["type"].endswith("/invalid-transition")
-        assert refused["from"] == "rejected"
+        refused_move = await move(client, doomed["id"], "enrolled", expect=409)
+        assert refused_move["type"].endswith("/invalid-transition")
+        assert refused_move["from"] == "rejected"
+
+        # The price is back: the background re-check makes the cohort priceable again.
+        await _product(remote, pricing, sku, {"EUR": PRICE, "USD": PRICE})
+
+        async def verified() -> bool:
+            return bool((await status(client, ns, "unsold"))["pricing"]["verified"])
+
+        await eventually(verified, "the re-check finds the price again")
+        assert (await status(client, ns, "unsold"))["pricing"]["reason"] is None
+        welcome = await enroll(client, f"{ns}/unsold", "s6")
+        assert welcome["state"] in ("pending_payment", "waitlisted")
+        # A PUT of the same generation is a replay and stays one.
+        assert await put_cohort(
+            client,
+            ns,
+            "unsold",
+            spec(
+                capacity=2,
+                waitlist={"enabled": True},
+                pricing={"product": sku, "currency": "EUR"},
+            ),
+        ) == {"revision": (await status(client, ns, "unsold"))["revision"], "generation": 1}

@@ -11,6 +11,8 @@ maps its outcomes to answers and errors, and does only what the function cannot:
   revision and answers ``stale``, and no decision rests on the hint);
 - say whether the window is open at ``now`` (the spec's instants) and write the messages of
   the refusals (they name spec values);
+- refuse an enrollment into a cohort azora-pricing cannot price (``pricing_state`` on the
+  cohort row, maintained by ``priceability``: no call to pricing per request);
 - expire offers past their window first when the function finds some (``expire_first``):
   expiry promotes from the waitlist, and promotion is Python (``lifecycle``);
 - compare a replayed key's stored request with this one (``differing_fields``).
@@ -32,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from azora_common.errors import Conflict
 from azora_common.idempotency import IdempotencyKeyReused, differing_fields
-from azora_enrollment import lifecycle, metrics, views
+from azora_enrollment import lifecycle, metrics, priceability, views
 from azora_enrollment import repository as repo
 from azora_enrollment.errors import (
     AlreadyEnrolled,
@@ -161,6 +163,7 @@ async def _decide(
     view = _view_template(enrollment_id, body.cohort, now)
     cohort = _cohort_hints.get((namespace, name))
     for _ in range(_ATTEMPTS):
+        fresh = cohort is None
         if cohort is None:
             async with sessionmaker() as session:
                 cohort = await repo.get_cohort(session, namespace, name)
@@ -169,6 +172,14 @@ async def _decide(
                 metrics.DECISIONS.labels(CohortNotFound.type_slug).inc()
                 raise CohortNotFound.of(namespace, name)
         spec = spec_of(cohort)
+        if cohort.pricing_state == priceability.REFUSED:
+            # Pricing cannot charge this cohort: refuse before any seat. A refusal is never
+            # decided on a copy: the hint may predate the cohort becoming priceable again.
+            if not fresh:
+                cohort = None
+                continue
+            metrics.DECISIONS.labels(priceability.CohortNotPriceable.type_slug).inc()
+            raise priceability.not_priceable(cohort, spec)
         args = _admit_args(
             cohort,
             spec,
@@ -367,6 +378,8 @@ async def enroll_bulk(
         raise CohortNotFound.of(namespace, name)
     spec = spec_of(cohort)
     _check_open(cohort, spec, now)
+    if cohort.pricing_state == priceability.REFUSED:
+        raise priceability.not_priceable(cohort, spec)
     if spec.waitlist.mode == "offer":
         await lifecycle.expire_due_offers(session, cohort, spec, now)
     results: list[dict[str, Any]] = []

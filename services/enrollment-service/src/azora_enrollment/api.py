@@ -35,6 +35,7 @@ from azora_common.idempotency import (
 )
 from azora_enrollment import admission, analytics, cohorts, lifecycle, views
 from azora_enrollment.clock import Clock
+from azora_enrollment.outbox import PaymentClient
 from azora_enrollment.schemas import (
     BulkIn,
     BulkOut,
@@ -72,7 +73,10 @@ Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=253)]
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Cohort or enrollment not found (problem+json)"},
-    409: {"description": "Refused: window closed, full, already enrolled, invalid transition"},
+    409: {
+        "description": "Refused: window closed, full, already enrolled, invalid transition, "
+        "cohort not priceable"
+    },
     422: {"description": "Invalid request (problem+json naming the field)"},
 }
 
@@ -84,12 +88,26 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     "/admin/v1/cohorts/{namespace}/{name}",
     tags=["admin"],
     response_model=PutResult,
-    responses={409: {"description": "stale-generation"}, 422: {"description": "invalid-spec"}},
+    responses={
+        409: {"description": "stale-generation"},
+        422: {
+            "description": "invalid-spec, with a reason: a rule of the spec, or azora-pricing "
+            "does not know the product (UnknownProduct) or its price in the currency "
+            "(UnpricedCurrency)"
+        },
+    },
 )
 async def put_cohort(
-    namespace: Namespace, name: Name, body: CohortPut, session: SessionDep, now: NowDep, _: AdminDep
+    namespace: Namespace,
+    name: Name,
+    body: CohortPut,
+    request: Request,
+    session: SessionDep,
+    now: NowDep,
+    _: AdminDep,
 ) -> Any:
-    return await cohorts.put_cohort(session, namespace, name, body, now)
+    pricing: PaymentClient = request.app.state.payment_client
+    return await cohorts.put_cohort(session, namespace, name, body, now, pricing)
 
 
 @router.delete("/admin/v1/cohorts/{namespace}/{name}", tags=["admin"], status_code=204)

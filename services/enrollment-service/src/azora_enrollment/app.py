@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from azora_common.app import create_service_app
 from azora_common.db import Database
 from azora_common.fastpath import install_fast_routes
-from azora_enrollment import __version__, lifecycle, metrics
+from azora_enrollment import __version__, lifecycle, metrics, priceability
 from azora_enrollment import repository as repo
 from azora_enrollment.analytics import ratio
 from azora_enrollment.api import FAST_ROUTES, router
@@ -42,6 +42,11 @@ async def _every(interval: float, name: str, work: Callable[[], Awaitable[int]])
 async def sweep_offers_once(db: Database, clock: Clock) -> int:
     async with db.sessionmaker() as session, session.begin():
         return await lifecycle.sweep_expired_offers(session, clock.now())
+
+
+async def recheck_pricing_once(db: Database, client: PaymentClient, clock: Clock) -> int:
+    await priceability.recheck(db.sessionmaker, client, clock.now())
+    return 0  # never "busy": one pass per interval, whatever changed
 
 
 async def refresh_gauges(db: Database) -> int:
@@ -78,6 +83,7 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
         client = PaymentClient(settings)
         worker = OutboxWorker(db.sessionmaker, client, settings, app.state.clock)
         app.state.outbox = worker
+        app.state.payment_client = client
         tasks: list[asyncio.Task[None]] = []
         if settings.background_tasks:
             tasks = [
@@ -96,6 +102,14 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
                 asyncio.create_task(
                     _every(settings.gauges_interval_s, "gauges", lambda: refresh_gauges(db)),
                     name="enrollment-gauges",
+                ),
+                asyncio.create_task(
+                    _every(
+                        settings.pricing_recheck_interval_s,
+                        "pricing-recheck",
+                        lambda: recheck_pricing_once(db, client, app.state.clock),
+                    ),
+                    name="enrollment-pricing-recheck",
                 ),
             ]
         try:

@@ -67,11 +67,21 @@ cohorts = sa.Table(
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # What the service knows about azora-pricing's ability to price this cohort (migration
+    # 0006, priceability.py); NULL for a free cohort.
+    sa.Column("pricing_state", sa.Text, nullable=True),
+    sa.Column("pricing_reason", sa.Text, nullable=True),
+    sa.Column("pricing_detail", sa.Text, nullable=True),
+    sa.Column("pricing_checked_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("namespace", "name", name="uq_cohorts_namespace_name"),
     sa.CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity_non_negative"),
     sa.CheckConstraint("seats_taken >= 0", name="seats_taken_non_negative"),
     sa.CheckConstraint("waitlisted >= 0", name="waitlisted_non_negative"),
     sa.CheckConstraint("capacity IS NULL OR seats_taken <= capacity", name="seats_within_capacity"),
+    sa.CheckConstraint(
+        "pricing_state IS NULL OR pricing_state IN ('verified', 'unverified', 'refused')",
+        name="pricing_state_known",
+    ),
 )
 
 students = sa.Table(

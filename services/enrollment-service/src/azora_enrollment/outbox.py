@@ -21,17 +21,19 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+from urllib.parse import quote as url_quote
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from azora_common.logs import outgoing_headers
-from azora_enrollment import lifecycle, metrics
+from azora_enrollment import lifecycle, metrics, priceability
 from azora_enrollment import repository as repo
 from azora_enrollment.clock import Clock
 from azora_enrollment.errors import UpstreamError
@@ -51,7 +53,7 @@ def _money_amount(value: Any) -> int:
 
 
 class PaymentClient:
-    """Thin async client for the two calls each of azora-pricing and azora-ledger."""
+    """Thin async client for azora-pricing (product, quote, accept) and azora-ledger."""
 
     def __init__(
         self, settings: EnrollmentSettings, transport: httpx.AsyncBaseTransport | None = None
@@ -59,6 +61,7 @@ class PaymentClient:
         token = settings.service_token.get_secret_value()
         self._pricing = settings.pricing_url.rstrip("/")
         self._ledger = settings.ledger_url.rstrip("/")
+        self._check_timeout = settings.pricing_check_timeout_s
         self._http = httpx.AsyncClient(
             timeout=settings.http_timeout_s,
             headers={"Authorization": f"Bearer {token}"} if token else {},
@@ -69,13 +72,24 @@ class PaymentClient:
         await self._http.aclose()
 
     async def _call(
-        self, method: str, url: str, body: Any, key: str | None = None
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        key: str | None = None,
+        timeout_s: float | None = None,
     ) -> httpx.Response:
         headers = outgoing_headers()
         if key is not None:
             headers["Idempotency-Key"] = key
         try:
-            response = await self._http.request(method, url, json=body, headers=headers)
+            response = await self._http.request(
+                method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=self._http.timeout if timeout_s is None else timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"{method} {url}: {type(exc).__name__}: {exc}", retryable=True
@@ -117,6 +131,21 @@ class PaymentClient:
         }
         response = await self._call("POST", f"{self._pricing}/v1/quotes", body)
         if response.status_code != 201:
+            raise self._fail(response)
+        return dict(response.json())
+
+    async def product(self, sku: str) -> dict[str, Any] | None:
+        """The product as azora-pricing holds it (``prices`` by currency), ``None`` if unknown."""
+        # Asked while an admin PUT waits (priceability.check): a short timeout of its own.
+        response = await self._call(
+            "GET",
+            f"{self._pricing}/v1/products/{url_quote(sku, safe='')}",
+            None,
+            timeout_s=self._check_timeout,
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
             raise self._fail(response)
         return dict(response.json())
 
@@ -258,13 +287,27 @@ class OutboxWorker:
             else:
                 quote_id = row.quote_id
                 if quote_id is None:
-                    quote = await self.client.quote(
-                        currency=spec.pricing.currency,
-                        student_id=row.student_id,
-                        segment=segment,
-                        product=spec.pricing.product,
-                        fill_ratio=_fill_ratio(cohort),
-                        cohort=cohort.key,
+                    try:
+                        quote = await self.client.quote(
+                            currency=spec.pricing.currency,
+                            student_id=row.student_id,
+                            segment=segment,
+                            product=spec.pricing.product,
+                            fill_ratio=_fill_ratio(cohort),
+                            cohort=cohort.key,
+                        )
+                    except UpstreamError as exc:
+                        if not exc.retryable:
+                            # Refused for good: if the product or its price is missing, the
+                            # cohort stops taking enrollments up front (priceability.py).
+                            await _learn(
+                                priceability.learn_from_refused_quote(
+                                    self.sessionmaker, self.client, cohort, spec.pricing, now
+                                )
+                            )
+                        raise
+                    await _learn(
+                        priceability.learn_from_quote(self.sessionmaker, cohort, spec.pricing, now)
                     )
                     quote_id = str(quote["id"])
                     await self._save(enrollment_id, quote_id=quote_id)
@@ -372,6 +415,15 @@ class OutboxWorker:
     async def _save(self, enrollment_id: uuid.UUID, **values: Any) -> None:
         async with self.sessionmaker() as session, session.begin():
             await repo.set_payment_fields(session, enrollment_id, **values)
+
+
+async def _learn(lesson: Awaitable[None]) -> None:
+    """Record what a quote taught about the cohort's pricing; a failure to record it must not
+    change what happens to the job (the background re-check learns it later)."""
+    try:
+        await lesson
+    except Exception:
+        log.exception("could not record the pricing state of a cohort")
 
 
 def _fill_ratio(cohort: repo.CohortRow) -> str | None:

@@ -47,6 +47,10 @@ class CohortRow:
     deleted_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    pricing_state: str | None
+    pricing_reason: str | None
+    pricing_detail: str | None
+    pricing_checked_at: datetime | None
 
     @property
     def key(self) -> str:
@@ -142,6 +146,7 @@ async def insert_cohort(
     spec: dict[str, Any],
     capacity: int | None,
     now: datetime,
+    **values: Any,
 ) -> None:
     await session.execute(
         sa.insert(cohorts).values(
@@ -154,12 +159,28 @@ async def insert_cohort(
             capacity=capacity,
             created_at=now,
             updated_at=now,
+            **values,
         )
     )
 
 
 async def update_cohort(session: AsyncSession, cohort_id: int, **values: Any) -> None:
     await session.execute(sa.update(cohorts).where(cohorts.c.id == cohort_id).values(**values))
+
+
+async def priced_cohorts_to_check(session: AsyncSession, limit: int) -> list[CohortRow]:
+    """Live priced cohorts whose pricing is not known to work, least recently checked first."""
+    query = (
+        sa.select(*_COHORT_COLUMNS)
+        .where(
+            cohorts.c.deleted_at.is_(None),
+            cohorts.c.spec.has_key("pricing"),
+            cohorts.c.pricing_state.is_distinct_from("verified"),
+        )
+        .order_by(cohorts.c.pricing_checked_at.asc().nulls_first(), cohorts.c.id)
+        .limit(limit)
+    )
+    return [_cohort(row) for row in (await session.execute(query)).all()]
 
 
 async def add_to_counters(

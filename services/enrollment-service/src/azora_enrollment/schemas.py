@@ -124,6 +124,23 @@ class BulkOut(BaseModel):
     results: list[BulkResult]
 
 
+class PricingStatus(BaseModel):
+    """Whether azora-pricing can price the cohort (``priceability``)."""
+
+    verified: bool = Field(description="Pricing has the product with a price in the currency.")
+    state: Literal["verified", "unverified", "refused"] = Field(
+        description="refused: enrollments are refused (409 cohort-not-priceable); "
+        "unverified: pricing could not be asked yet, enrollments are taken."
+    )
+    reason: str | None = Field(
+        description="UnknownProduct, UnpricedCurrency, PricingUnavailable or NotCheckedYet."
+    )
+    detail: str | None
+    product: str
+    currency: str
+    checked_at: str | None
+
+
 class CohortStatus(BaseModel):
     revision: int
     generation: int
@@ -132,7 +149,8 @@ class CohortStatus(BaseModel):
     pending_payment: int
     waitlisted: int
     offered: int
-    open: bool
+    open: bool = Field(description="Enrollment is open now: window, capacity, pricing.")
+    pricing: PricingStatus | None = Field(description="null for a free cohort.")
 
 
 class PutResult(BaseModel):

@@ -20,6 +20,11 @@ class EnrollmentSettings(ServiceSettings):
     # One token with pricing:read pricing:write ledger:read ledger:write.
     service_token: SecretStr = SecretStr("")
     http_timeout_s: float = Field(default=5.0, gt=0)
+    # Asking pricing whether it can price a cohort happens while an admin PUT waits (the
+    # operator's own timeout is 5 s): shorter, and a timeout only means "not verified yet".
+    pricing_check_timeout_s: float = Field(default=2.0, gt=0)
+    # Priced cohorts not known to be priceable are asked about again this often.
+    pricing_recheck_interval_s: float = Field(default=30.0, gt=0)
 
     # Background work (each replica runs it; SKIP LOCKED keeps replicas from colliding).
     background_tasks: bool = True

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_enrollment import priceability
 from azora_enrollment import repository as repo
 from azora_enrollment.errors import CohortNotFound, EnrollmentNotFound
 from azora_enrollment.spec import CohortSpec, spec_of
@@ -108,11 +109,17 @@ def is_open(cohort: repo.CohortRow, spec: CohortSpec, now: datetime) -> bool:
     return cohort.capacity != 0 and spec.window_open(now)
 
 
+def takes_enrollments(cohort: repo.CohortRow, spec: CohortSpec, now: datetime) -> bool:
+    """Open, and not refused for pricing: what ``open`` means to a reader."""
+    return is_open(cohort, spec, now) and cohort.pricing_state != priceability.REFUSED
+
+
 async def cohort_status(
     session: AsyncSession, namespace: str, name: str, now: datetime
 ) -> dict[str, Any]:
     cohort = await require_cohort(session, namespace, name)
     counts = await repo.state_counts(session, cohort.id)
+    spec = spec_of(cohort)
     return {
         "revision": cohort.revision,
         "generation": cohort.generation,
@@ -122,7 +129,8 @@ async def cohort_status(
         "pending_payment": counts.get("pending_payment", 0),
         "waitlisted": counts.get("waitlisted", 0),
         "offered": counts.get("offered", 0),
-        "open": is_open(cohort, spec_of(cohort), now),
+        "open": takes_enrollments(cohort, spec, now),
+        "pricing": priceability.status(cohort, spec),
     }
 
 
@@ -138,7 +146,7 @@ async def cohort_view(
         "capacity": cohort.capacity,
         "seats_taken": cohort.seats_taken,
         "waitlisted": cohort.waitlisted,
-        "open": is_open(cohort, spec, now),
+        "open": takes_enrollments(cohort, spec, now),
         "opens_at": iso(spec.opens_at),
         "closes_at": iso(spec.closes_at),
         "waitlist": {
