@@ -68,9 +68,12 @@ async def test_put_list_status_delete(
     assert st["total"] == 1
     (b,) = st["backends"]
     assert set(b) == {
-        "name", "healthy", "ejected_until", "in_flight", "effective_weight",
-        "latency_ms_ewma", "error_rate",
+        "name", "healthy", "health", "ejected_until", "in_flight", "effective_weight",
+        "consecutive_failures", "latency_ms_ewma", "error_rate",
     }  # fmt: skip
+    assert (st["unknown"], st["ejected"], st["unhealthy"], st["ready"]) == (0, 0, 0, True)
+    assert b["health"] == "healthy"
+    assert b["consecutive_failures"] == 0
     assert b["name"] == "a"
     assert b["healthy"] is True
     assert b["ejected_until"] is None
@@ -146,6 +149,35 @@ async def test_generations_and_idempotent_replay(
         (lambda s: s["backends"][0].update(headers={"Host": "evil"}), "InvalidSpec",
          "spec.backends[0].headers"),
         (lambda s: s.update(backends=[]), "InvalidSpec", "spec.backends"),
+        # The CRD's rules, enforced for whoever configures the service without Kubernetes.
+        (lambda s: s["backends"][0].update(url="http://127.0.0.1:99999/v1"), "InvalidURL",
+         "spec.backends[0].url"),
+        (lambda s: s["backends"][0].update(url="http://127.0.0.1:0/v1"), "InvalidURL",
+         "spec.backends[0].url"),
+        (lambda s: s["backends"][0].update(url="http://[::1/v1"), "InvalidURL",
+         "spec.backends[0].url"),
+        (lambda s: s["backends"][0].update(url="http://h:8x/v1"), "InvalidURL",
+         "spec.backends[0].url"),
+        (lambda s: s["backends"][0].update(timeouts={"total": "99999999999999999999h"}),
+         "InvalidDuration", "spec.backends[0].timeouts.total"),
+        (lambda s: s["backends"][0].update(timeouts={"connect": "3601s"}), "InvalidDuration",
+         "spec.backends[0].timeouts.connect"),
+        (lambda s: s["backends"][0].update(timeouts={"firstByte": "100000s"}),
+         "InvalidDuration", "spec.backends[0].timeouts.firstByte"),
+        (lambda s: s["backends"][0].update(timeouts={"streamIdle": "0ms"}), "InvalidSpec",
+         "spec.backends[0].timeouts.streamIdle"),
+        (lambda s: s.update(retry={"perTryTimeout": "1h0m1s"}), "InvalidDuration",
+         "spec.retry.perTryTimeout"),
+        (lambda s: s.update(health={"baseEjection": "0s"}), "InvalidDuration",
+         "spec.health.baseEjection"),
+        (lambda s: s.update(health={"baseEjection": "2h"}), "InvalidDuration",
+         "spec.health.baseEjection"),
+        (lambda s: s.update(health={"activeCheck": {"interval": "61m"}}), "InvalidDuration",
+         "spec.health.activeCheck.interval"),
+        (lambda s: s["backends"][0].update(headers={"Authorization": "Bearer sk-1"}),
+         "CredentialsInHeaders", "spec.backends[0].headers"),
+        (lambda s: s["backends"][0].update(headers={"proxy-AUTHORIZATION": "Basic eA=="}),
+         "CredentialsInHeaders", "spec.backends[0].headers"),
     ],
 )  # fmt: skip
 async def test_rejected_specs_name_reason_and_field(
@@ -161,8 +193,22 @@ async def test_rejected_specs_name_reason_and_field(
     assert ctype.startswith("application/problem+json")
     assert body["reason"] == reason
     assert body["errors"][0]["field"] == field
+    assert "Bearer sk-1" not in str(body)  # a refused credential is not echoed either
     async with http.get(f"{gw.base_url}/admin/v1/routes/test/{name}/status", headers=ADMIN) as r:
         assert r.status == 404  # nothing was written
+
+
+async def test_bounds_accept_their_edges(gw: Gw, http: aiohttp.ClientSession, admin: Admin) -> None:
+    name = unique("edges")
+    spec = _spec(name)
+    spec["backends"][0].update(
+        url="http://127.0.0.1:65535/v1",
+        timeouts={"connect": "250ms", "firstByte": "1h", "total": "59m60s", "streamIdle": "0.5s"},
+        headers={"X-Authorization-Hint": "none", "OpenAI-Organization": "org-1"},
+    )
+    spec["retry"] = {"perTryTimeout": "99999ms"}
+    spec["health"] = {"baseEjection": "1h", "activeCheck": {"interval": "60m"}}
+    await admin.put(name, spec)
 
 
 async def test_envelope_validation_and_auth(gw: Gw, http: aiohttp.ClientSession) -> None:

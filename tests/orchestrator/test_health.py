@@ -91,7 +91,10 @@ async def test_never_more_than_max_ejection_percent(
         assert status == 500  # every backend fails; the last answer is passed through
     st = await admin.status(f"test/{model}")
     assert sum(1 for b in st["backends"] if b["ejected_until"] is not None) == 2
-    assert st["healthy"] == 2
+    assert st["ejected"] == 2
+    # The other two still take traffic: healthy once the default probe has had its answer,
+    # "unknown" before that (they have answered nothing but 500 yet).
+    assert st["healthy"] + st["unknown"] == 2
 
 
 async def test_active_checks_remove_and_restore_a_backend(
@@ -110,9 +113,13 @@ async def test_active_checks_remove_and_restore_a_backend(
     )
     b.health_status = 503
 
-    async def b_down() -> bool:
+    async def b_health() -> str:
         st = await admin.status(key)
-        return not next(x for x in st["backends"] if x["name"] == "b")["healthy"]
+        return str(next(x for x in st["backends"] if x["name"] == "b")["health"])
+
+    async def b_down() -> bool:
+        # "unhealthy", not merely not "healthy": before its first check it is "unknown".
+        return await b_health() == "unhealthy"
 
     await _until(b_down)
     b.reset_counters()
@@ -124,7 +131,7 @@ async def test_active_checks_remove_and_restore_a_backend(
     b.health_status = 200
 
     async def b_up() -> bool:
-        return not await b_down()
+        return await b_health() == "healthy"
 
     await _until(b_up)
     st = await admin.status(key)

@@ -11,8 +11,8 @@ relay of the upstream attempts, which ServiceApp sends as the response.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
@@ -20,9 +20,9 @@ from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep
 from azora_common.db import SessionDep
 from azora_common.fastpath import FastRoute
-from azora_orchestrator import keys, openapi_extra, service
+from azora_orchestrator import keys, openapi_extra, reporting, repository, service
 from azora_orchestrator.gateway import Gateway
-from azora_orchestrator.routing import monotonic_to_wall
+from azora_orchestrator.routing import route_status as routing_status
 from azora_orchestrator.schemas import (
     BackendStatus,
     KeyCreate,
@@ -33,6 +33,7 @@ from azora_orchestrator.schemas import (
     RouteList,
     RouteSpec,
     RouteStatus,
+    UsageReport,
 )
 
 
@@ -135,55 +136,28 @@ async def route_status(
 ) -> RouteStatus:
     row = await service.stored_route(session, namespace, name)
     live = gateway.table.by_key.get(f"{namespace}/{name}")
-    backends: list[BackendStatus] = []
-    now = time.monotonic()
     if live is not None:
-        for b in live.backends:
-            st = b.state
-            ejected = st.ejected and st.ejected_until > now
-            backends.append(
-                BackendStatus(
-                    name=b.cfg.name,
-                    healthy=live.healthy(b, now),
-                    ejected_until=(
-                        datetime.fromtimestamp(monotonic_to_wall(st.ejected_until), UTC)
-                        .isoformat()
-                        .replace("+00:00", "Z")
-                        if ejected
-                        else None
-                    ),
-                    in_flight=st.in_flight,
-                    effective_weight=round(live.effective_weight(b, now), 3),
-                    latency_ms_ewma=None if st.ewma_s is None else round(st.ewma_s * 1000, 3),
-                    error_rate=round(st.error_rate, 4),
-                )
-            )
-        strategy = live.strategy
-    else:
-        # Stored but not loaded yet on this replica (the reload is under way): report the
-        # configuration with neutral live values rather than nothing.
-        spec = RouteSpec.model_validate(row.spec)
-        strategy = spec.strategy
-        for bs in spec.backends:
-            backends.append(
-                BackendStatus(
-                    name=bs.name,
-                    healthy=True,
-                    ejected_until=None,
-                    in_flight=0,
-                    effective_weight=float(bs.weight),
-                    latency_ms_ewma=None,
-                    error_rate=0.0,
-                )
-            )
-    return RouteStatus(
-        revision=int(row.revision),
-        generation=int(row.generation),
-        strategy=strategy,
-        backends=backends,
-        healthy=sum(1 for b in backends if b.healthy),
-        total=len(backends),
-    )
+        return live.status(time.monotonic()).model_copy(
+            update={"revision": int(row.revision), "generation": int(row.generation)}
+        )
+    # Stored but not loaded yet on this replica (the reload is under way): the configuration,
+    # every backend "unknown" (nothing is known of it yet), the route not ready.
+    spec = RouteSpec.model_validate(row.spec)
+    unknown = [
+        BackendStatus(
+            name=bs.name,
+            healthy=False,
+            health="unknown",
+            ejected_until=None,
+            in_flight=0,
+            effective_weight=float(bs.weight),
+            consecutive_failures=0,
+            latency_ms_ewma=None,
+            error_rate=0.0,
+        )
+        for bs in spec.backends
+    ]
+    return routing_status(int(row.revision), int(row.generation), spec.strategy, unknown)
 
 
 # -- virtual keys --------------------------------------------------------------------------------
@@ -243,3 +217,59 @@ async def revoke_key(key_id: KeyId, session: SessionDep, _: AdminDep) -> KeyView
 )
 async def key_spend(key_id: KeyId, session: SessionDep, _: AdminDep) -> KeySpend:
     return await keys.key_spend(session, key_id)
+
+
+# -- usage and fleet status ----------------------------------------------------------------------
+
+usage_router = APIRouter(prefix="/admin/v1", tags=["admin: usage"])
+
+GroupBy = Literal["key", "team", "route", "model", "backend", "none"]
+Filter = Annotated[str | None, Query(max_length=256)]
+
+
+@usage_router.get(
+    "/usage",
+    response_model=UsageReport,
+    summary="Usage and spend over a window, per bucket and key/team/route/model/backend",
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV"}},
+)
+async def usage(
+    request: Request,
+    session: SessionDep,
+    _: AdminDep,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    bucket: Annotated[str | None, Query(max_length=32)] = None,
+    group_by: GroupBy = "team",
+    key: Filter = None,
+    team: Filter = None,
+    route: Filter = None,
+    model: Filter = None,
+    backend: Filter = None,
+    format: Literal["json", "csv"] | None = None,
+) -> Any:
+    filters = {
+        name: value
+        for name, value in (
+            ("key", key), ("team", team), ("route", route), ("model", model), ("backend", backend)
+        )
+        if value is not None
+    }  # fmt: skip
+    items = await reporting.usage(
+        session, start=start, end=end, bucket=bucket, group_by=group_by, filters=filters
+    )
+    if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
+        return Response(reporting.usage_csv(items), media_type="text/csv")
+    return {"group_by": group_by, "items": items}
+
+
+@usage_router.get(
+    "/route-status/{namespace}/{name}",
+    summary="Live backend status of a route merged across every replica",
+)
+async def fleet_status(
+    namespace: Namespace, name: Name, gateway: GatewayDep, session: SessionDep, _: AdminDep
+) -> dict[str, Any]:
+    await service.stored_route(session, namespace, name)
+    rows = await repository.fresh_statuses(session, gateway.settings.status_publish_s * 3)
+    return reporting.merge(f"{namespace}/{name}", rows)

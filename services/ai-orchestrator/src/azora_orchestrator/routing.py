@@ -17,13 +17,20 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from azora_orchestrator.cost import BackendPrice
-from azora_orchestrator.schemas import RouteSpec, parse_duration
+from azora_orchestrator.schemas import (
+    BackendStatus,
+    Health,
+    RouteSpec,
+    RouteStatus,
+    parse_duration,
+)
 from azora_orchestrator.settings import OrchestratorSettings
 
 OPERATIONS = {
@@ -34,6 +41,15 @@ OPERATIONS = {
 
 # Upper bound of the latency EWMA fed by failures (seconds per output token).
 MAX_PENALTY_S = 60.0
+
+# Active checks run for every route from the moment it is installed. A route without its own
+# ``health.activeCheck`` gets this probe: GET <url>/models every 10 s, where any HTTP answer
+# below 500 counts (it proves the backend is there; /models is part of the OpenAI API, but a
+# 404 from a server without it still is an answer). A configured check wants a 2xx.
+DEFAULT_CHECK_PATH = "/models"
+DEFAULT_CHECK_INTERVAL_S = 10.0
+
+HEALTH_STATES: tuple[Health, ...] = ("healthy", "unknown", "ejected", "unhealthy")
 
 WRR = "weighted-round-robin"
 LEAST_REQUEST = "least-request"
@@ -54,39 +70,49 @@ class BackendConfig:
     stream_idle_s: float
     headers: dict[str, str]
     endpoints: dict[str, URL]
-    health_url: URL | None
+    health_url: URL
     plain_timeout: aiohttp.ClientTimeout
     stream_timeout: aiohttp.ClientTimeout
     price: BackendPrice | None = None  # cost.py; None: the backend costs nothing
 
 
 class BackendState:
-    """Live state of one backend; survives route swaps (same route key, name and URL)."""
+    """Live state of one backend; survives route swaps (same route key, name and URL).
+
+    Everything time-bound is a timestamp read against the clock (``now``, monotonic), never a
+    flag cleared when the router next looks: an ejection is in force while
+    ``now < ejected_until`` and the slow-start ramp runs from ``ramp_from`` (the end of the
+    ejection, or the passing check that restored the backend). So the router, the status and
+    the metrics, asked at the same ``now``, agree whatever traffic there was meanwhile.
+    """
 
     __slots__ = (
         "active_failures",
         "active_ok",
+        "answered",
         "consecutive_failures",
         "cooldown_until",
-        "ejected",
         "ejected_until",
         "ejections",
         "error_rate",
         "ewma_s",
         "in_flight",
-        "recovering_since",
+        "ramp_from",
     )
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.consecutive_failures = 0
         self.ejections = 0  # consecutive ejections; grows the next ejection's length
-        self.ejected = False
-        self.ejected_until = 0.0  # monotonic
+        self.ejected_until = 0.0  # monotonic; ejected while now < ejected_until
         self.cooldown_until = 0.0  # monotonic; set by Retry-After on a 429/503
         self.active_ok = True
         self.active_failures = 0
-        self.recovering_since: float | None = None  # monotonic start of the slow-start ramp
+        # Monotonic start of the slow-start ramp (the end of an ejection: may lie ahead).
+        self.ramp_from: float | None = None
+        # False until the backend has answered once (a passing check or a successful try):
+        # until then its health is "unknown", not "healthy".
+        self.answered = False
         self.ewma_s: float | None = None
         self.error_rate = 0.0
 
@@ -134,8 +160,9 @@ class Route:
     consecutive_failures: int
     base_ejection_s: float
     max_ejection_percent: int
-    active_path: str | None
+    active_path: str
     active_interval_s: float
+    active_default: bool  # the default probe (no activeCheck in the spec): any answer < 500
     rpm: int | None
     tpm: int | None
     client_rpm: int | None
@@ -149,37 +176,43 @@ class Route:
             yield from tier.backends
 
     # -- weights and eligibility -------------------------------------------------------------
+    # Pure functions of the state and ``now``: the router, the status and the metrics call the
+    # same ones, so what the status reports is what the router does at that instant.
 
-    def effective_weight(self, backend: Backend, now: float) -> float:
-        st = backend.state
-        weight = float(backend.cfg.weight)
-        since = st.recovering_since
-        if since is not None:
-            window = self.tun.slow_start_s
-            elapsed = now - since
-            if window <= 0 or elapsed >= window:
-                st.recovering_since = None
-            else:
-                # Slow start: 10% at return, full weight after the window.
-                weight *= 0.1 + 0.9 * (elapsed / window)
-        return weight
+    def ramp(self, backend: Backend, now: float) -> float:
+        """The slow-start factor: 0.1 when the ramp starts, 1.0 once the window has passed."""
+        since = backend.state.ramp_from
+        window = self.tun.slow_start_s
+        if since is None or window <= 0:
+            return 1.0
+        elapsed = now - since
+        if elapsed >= window:
+            return 1.0
+        return 0.1 + 0.9 * (max(0.0, elapsed) / window)
 
     def available(self, backend: Backend, now: float) -> bool:
+        """May receive traffic at ``now``: not ejected, checks passing, not cooling down."""
         st = backend.state
-        if st.ejected:
-            if st.ejected_until > now:
-                return False
-            st.ejected = False
-            st.consecutive_failures = 0
-            st.recovering_since = now
-        return st.active_ok and st.cooldown_until <= now and backend.cfg.weight > 0
+        return (
+            st.ejected_until <= now
+            and st.active_ok
+            and st.cooldown_until <= now
+            and backend.cfg.weight > 0
+        )
 
-    def _eligible(self, backend: Backend, now: float, tried: set[Backend] | None) -> bool:
-        if tried is not None and backend in tried:
-            return False
+    def effective_weight(self, backend: Backend, now: float) -> float:
+        """The weight the router gives the backend at ``now`` (0 when it gets no traffic)."""
         if not self.available(backend, now):
-            return False
-        return backend.state.in_flight < backend.cfg.max_concurrency
+            return 0.0
+        return backend.cfg.weight * self.ramp(backend, now)
+
+    def _eligible(self, backend: Backend, now: float, tried: set[Backend] | None) -> float:
+        """The backend's effective weight if it may take this try, else 0."""
+        if tried is not None and backend in tried:
+            return 0.0
+        if backend.state.in_flight >= backend.cfg.max_concurrency:
+            return 0.0
+        return self.effective_weight(backend, now)
 
     # -- picking -------------------------------------------------------------------------------
 
@@ -197,10 +230,9 @@ class Route:
         current = tier.current
         backends = tier.backends
         for i in range(len(backends)):
-            b = backends[i]
-            if not self._eligible(b, now, tried):
+            w = self._eligible(backends[i], now, tried)
+            if w <= 0:
                 continue
-            w = self.effective_weight(b, now)
             current[i] += w
             total += w
             if best < 0 or current[i] > current[best]:
@@ -214,11 +246,10 @@ class Route:
         candidates: list[Backend] = []
         weights: list[float] = []
         for b in tier.backends:
-            if self._eligible(b, now, tried):
-                w = self.effective_weight(b, now)
-                if w > 0:
-                    candidates.append(b)
-                    weights.append(w)
+            w = self._eligible(b, now, tried)
+            if w > 0:
+                candidates.append(b)
+                weights.append(w)
         n = len(candidates)
         if n == 0:
             return None
@@ -252,6 +283,7 @@ class Route:
 
     def record_success(self, backend: Backend, latency_sample_s: float | None) -> None:
         st = backend.state
+        st.answered = True
         st.consecutive_failures = 0
         st.error_rate *= 1.0 - self.tun.error_alpha
         if latency_sample_s is not None:
@@ -260,7 +292,8 @@ class Route:
             st.ewma_s = latency_sample_s if prev is None else prev + a * (latency_sample_s - prev)
 
     def record_failure(self, backend: Backend, now: float) -> bool:
-        """A connect error, timeout or 5xx. Returns True when this failure ejected it."""
+        """Any failed try but a throttle or the client's own 4xx: a connect error, an invalid
+        URL, TLS, a protocol error, a timeout, a 5xx. Returns True when this one ejected it."""
         st = backend.state
         a = self.tun.error_alpha
         st.error_rate += a * (1.0 - st.error_rate)
@@ -269,22 +302,29 @@ class Route:
         # capped so a long outage cannot push the score beyond recovery.
         penalty = min(max(prev * 2.0, self.tun.failure_penalty_s), MAX_PENALTY_S)
         st.ewma_s = prev + self.tun.ewma_alpha * (penalty - prev)
+        if st.ejected_until > now:
+            return False  # a try that started before the ejection: already accounted for
         st.consecutive_failures += 1
-        if st.ejected or st.consecutive_failures < self.consecutive_failures:
+        if st.consecutive_failures < self.consecutive_failures:
             return False
         tier = self._tier_of(backend)
         if tier is None or not self._may_eject(tier, now):
             return False
+        if st.ejections and self.base_ejection_s > 0:
+            # Forget one past ejection per quiet base_ejection since the previous one ended.
+            quiet = now - st.ejected_until
+            st.ejections = max(0, st.ejections - int(quiet // self.base_ejection_s))
         st.ejections += 1
         length = min(self.base_ejection_s * (2 ** (st.ejections - 1)), self.tun.max_ejection_s)
-        st.ejected = True
         st.ejected_until = now + length
-        st.recovering_since = None
+        st.consecutive_failures = 0  # counted again from zero once the ejection ends
+        st.ramp_from = st.ejected_until  # the ramp starts when the ejection ends, by the clock
         return True
 
     def record_throttle(self, backend: Backend, now: float, retry_after_s: float | None) -> None:
         """A 429: the backend is alive but asks us to back off; not a health failure."""
         st = backend.state
+        st.answered = True
         st.error_rate += self.tun.error_alpha * (1.0 - st.error_rate)
         if retry_after_s is not None and retry_after_s > 0:
             st.cooldown_until = max(st.cooldown_until, now + retry_after_s)
@@ -298,7 +338,7 @@ class Route:
     def _may_eject(self, tier: Tier, now: float) -> bool:
         if self.max_ejection_percent <= 0:
             return False
-        ejected = sum(1 for b in tier.backends if b.state.ejected and b.state.ejected_until > now)
+        ejected = sum(1 for b in tier.backends if b.state.ejected_until > now)
         # At least one backend of a tier may always be ejected (otherwise a one-backend tier
         # could never hand its traffic to the next tier); beyond that, the configured share.
         limit = max(1, (len(tier.backends) * self.max_ejection_percent) // 100)
@@ -307,25 +347,83 @@ class Route:
     def mark_active(self, backend: Backend, ok: bool, now: float, threshold: int) -> None:
         st = backend.state
         if ok:
+            st.answered = True
             st.active_failures = 0
             if not st.active_ok:
                 st.active_ok = True
-                st.recovering_since = now
+                st.ramp_from = max(now, st.ramp_from or now)
             return
         st.active_failures += 1
         if st.active_failures >= threshold:
             st.active_ok = False
 
     def healthy(self, backend: Backend, now: float) -> bool:
+        """May receive traffic as far as health goes: not ejected, active checks passing."""
         st = backend.state
-        return st.active_ok and not (st.ejected and st.ejected_until > now)
+        return st.active_ok and st.ejected_until <= now
 
-    def ejection_decay(self, backend: Backend, now: float) -> None:
-        """Forget one past ejection after a full slow-start window without a new one."""
+    def health(self, backend: Backend, now: float) -> Health:
+        """``ejected`` (passive, until ejected_until), ``unhealthy`` (active checks failing),
+        ``unknown`` (has never answered: no passing check, no successful try) or ``healthy``.
+        Only ``healthy`` counts towards a route's readiness; ``unknown`` still gets traffic."""
         st = backend.state
-        if st.ejections and not st.ejected and now - st.ejected_until > self.base_ejection_s:
-            st.ejections -= 1
-            st.ejected_until = now  # the next decay needs another quiet window
+        if st.ejected_until > now:
+            return "ejected"
+        if not st.active_ok:
+            return "unhealthy"
+        if not st.answered:
+            return "unknown"
+        return "healthy"
+
+    # -- insight -------------------------------------------------------------------------------
+
+    def backend_status(self, backend: Backend, now: float) -> BackendStatus:
+        st = backend.state
+        health = self.health(backend, now)
+        return BackendStatus(
+            name=backend.cfg.name,
+            healthy=health == "healthy",
+            health=health,
+            ejected_until=_rfc3339(st.ejected_until) if health == "ejected" else None,
+            in_flight=st.in_flight,
+            effective_weight=round(self.effective_weight(backend, now), 3),
+            consecutive_failures=st.consecutive_failures,
+            latency_ms_ewma=None if st.ewma_s is None else round(st.ewma_s * 1000, 3),
+            error_rate=round(st.error_rate, 4),
+        )
+
+    def status(self, now: float) -> RouteStatus:
+        """The live insight of this replica at ``now`` (``GET …/status``)."""
+        return route_status(
+            self.revision,
+            self.generation,
+            self.strategy,
+            [self.backend_status(b, now) for b in self.backends],
+        )
+
+
+def route_status(
+    revision: int, generation: int, strategy: str, backends: list[BackendStatus]
+) -> RouteStatus:
+    """Counts per health, and ``ready``: at least one backend has answered and is healthy."""
+    counts = {h: sum(1 for b in backends if b.health == h) for h in HEALTH_STATES}
+    return RouteStatus(
+        revision=revision,
+        generation=generation,
+        strategy=strategy,
+        backends=backends,
+        healthy=counts["healthy"],
+        unknown=counts["unknown"],
+        ejected=counts["ejected"],
+        unhealthy=counts["unhealthy"],
+        total=len(backends),
+        ready=counts["healthy"] > 0,
+    )
+
+
+def _rfc3339(mono: float) -> str:
+    wall = datetime.fromtimestamp(monotonic_to_wall(mono), UTC)
+    return wall.isoformat().replace("+00:00", "Z")
 
 
 def _weighted_index(rng: random.Random, weights: list[float], total: float) -> int:
@@ -367,6 +465,7 @@ def build_route(
     spec = RouteSpec.model_validate(row.spec)
     key = f"{row.namespace}/{row.name}"
     per_try = parse_duration(spec.retry.per_try_timeout)
+    active = spec.health.active_check
     by_priority: dict[int, list[Backend]] = {}
     for b in spec.backends:
         upstream = b.model or spec.model
@@ -389,9 +488,7 @@ def build_route(
             stream_idle_s=idle_s,
             headers=headers,
             endpoints={op: _join(b.url, path) for op, path in OPERATIONS.items()},
-            health_url=(
-                _join(b.url, spec.health.active_check.path) if spec.health.active_check else None
-            ),
+            health_url=_join(b.url, active.path if active else DEFAULT_CHECK_PATH),
             # sock_connect, not connect: waiting for a free pooled connection is not a
             # backend failure. A non-streaming try is bounded by perTryTimeout as a whole.
             plain_timeout=aiohttp.ClientTimeout(
@@ -434,10 +531,9 @@ def build_route(
         consecutive_failures=spec.health.consecutive_failures,
         base_ejection_s=parse_duration(spec.health.base_ejection),
         max_ejection_percent=spec.health.max_ejection_percent,
-        active_path=spec.health.active_check.path if spec.health.active_check else None,
-        active_interval_s=(
-            parse_duration(spec.health.active_check.interval) if spec.health.active_check else 0
-        ),
+        active_path=active.path if active else DEFAULT_CHECK_PATH,
+        active_interval_s=parse_duration(active.interval) if active else DEFAULT_CHECK_INTERVAL_S,
+        active_default=active is None,
         rpm=limits.requests_per_minute if limits else None,
         tpm=limits.tokens_per_minute if limits else None,
         client_rpm=per_client.requests_per_minute if per_client else None,

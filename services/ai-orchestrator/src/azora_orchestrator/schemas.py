@@ -173,12 +173,24 @@ class RouteList(BaseModel):
     items: list[StoredRoute]
 
 
+Health = Literal["healthy", "unknown", "ejected", "unhealthy"]
+
+
 class BackendStatus(BaseModel):
     name: str
-    healthy: bool
+    healthy: bool = Field(description="health == 'healthy'")
+    health: Health = Field(
+        description="ejected: passive ejection in force (until ejected_until); unhealthy: "
+        "active checks failing; unknown: has not answered yet (no passing check, no "
+        "successful request; still gets traffic); healthy: answered and neither of those."
+    )
     ejected_until: str | None
     in_flight: int
-    effective_weight: float
+    effective_weight: float = Field(
+        description="The weight the router gives the backend now: 0 while it gets no traffic, "
+        "scaled by the slow-start ramp that starts when an ejection ends."
+    )
+    consecutive_failures: int = Field(description="Failed tries since the last success.")
     latency_ms_ewma: float | None
     error_rate: float
 
@@ -189,7 +201,11 @@ class RouteStatus(BaseModel):
     strategy: str
     backends: list[BackendStatus]
     healthy: int
+    unknown: int
+    ejected: int
+    unhealthy: int
     total: int
+    ready: bool = Field(description="At least one backend is healthy (has answered).")
 
 
 # -- virtual keys ------------------------------------------------------------------------------
@@ -307,3 +323,26 @@ class KeySpend(BaseModel):
     reserved: int = Field(description="Reserved by requests in flight (or lost in a crash).")
     remaining: int | None
     total_spent: int = Field(alias="totalSpent", description="Everything ever settled.")
+
+
+class UsageItem(BaseModel):
+    bucket_start: str
+    group: str | None
+    currency: str | None
+    requests: int
+    errors: int
+    error_rate: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int = Field(description="Minor units of currency (null currency: unpriced).")
+    latency_ms_p50: float | None
+    latency_ms_p95: float | None
+    latency_ms_p99: float | None
+    ttft_ms_p50: float | None
+    ttft_ms_p95: float | None
+    ttft_ms_p99: float | None
+
+
+class UsageReport(BaseModel):
+    group_by: str
+    items: list[UsageItem]

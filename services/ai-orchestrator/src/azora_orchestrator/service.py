@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from yarl import URL
 
 from azora_common.admin_store import (
     ConfigPut,
@@ -19,7 +22,7 @@ from azora_common.admin_store import (
 from azora_common.errors import NotFound
 from azora_orchestrator import repository
 from azora_orchestrator.errors import RouteRejected
-from azora_orchestrator.schemas import RouteSpec
+from azora_orchestrator.schemas import RouteSpec, parse_duration
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -27,6 +30,57 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out
+
+
+# The CRD's rules (crds/aimodelroutes.azora.io.yaml), enforced here too for whoever configures
+# the service without Kubernetes. Only new writes are held to them: a stored spec of an earlier
+# release still loads (build_route parses with RouteSpec alone).
+DURATION_PATTERN = re.compile(r"^([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+$")
+DURATION_MAX_LENGTH = 32
+DURATION_MAX_S = 3600.0
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+def _durations(spec: RouteSpec) -> Iterator[tuple[str, str]]:
+    for i, b in enumerate(spec.backends):
+        t = b.timeouts
+        for key, value in (
+            ("connect", t.connect),
+            ("firstByte", t.first_byte),
+            ("total", t.total),
+            ("streamIdle", t.stream_idle),
+        ):
+            yield f"spec.backends[{i}].timeouts.{key}", value
+    yield "spec.retry.perTryTimeout", spec.retry.per_try_timeout
+    yield "spec.health.baseEjection", spec.health.base_ejection
+    if spec.health.active_check is not None:
+        yield "spec.health.activeCheck.interval", spec.health.active_check.interval
+
+
+def _duration_problem(value: str) -> str | None:
+    if len(value) > DURATION_MAX_LENGTH or not DURATION_PATTERN.fullmatch(value):
+        return (
+            f"'{value[:40]}' is not a duration like 250ms, 30s, 1m30s or 1h (numbers of at most "
+            f"5 digits, units ms, s, m, h, at most {DURATION_MAX_LENGTH} characters)"
+        )
+    seconds = parse_duration(value)
+    if not 0 < seconds <= DURATION_MAX_S:
+        return f"'{value}' must be greater than 0 and at most 1h"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parsed = URL(url)
+        port = parsed.explicit_port  # raises ValueError for a port beyond 65535
+        host = parsed.raw_host
+    except (ValueError, TypeError) as exc:
+        return f"'{url[:100]}' does not parse as a URL ({exc}); a port, when given, is 1-65535"
+    if not host:
+        return f"'{url[:100]}' has no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} is outside 1-65535"
+    return None
 
 
 def validate_spec(raw: dict[str, Any]) -> RouteSpec:
@@ -46,12 +100,27 @@ def validate_spec(raw: dict[str, Any]) -> RouteSpec:
         if backend.name in seen:
             raise reject("DuplicateBackend", f"spec.backends[{i}].name", "names a backend twice")
         seen.add(backend.name)
+        problem = _url_problem(backend.url)
+        if problem is not None:
+            raise reject("InvalidURL", f"spec.backends[{i}].url", problem)
+        for header in backend.headers:
+            if header.lower() in CREDENTIAL_HEADERS:
+                raise reject(
+                    "CredentialsInHeaders",
+                    f"spec.backends[{i}].headers",
+                    f"'{header}' carries credentials: give the key as apiKeySecretRef (or "
+                    "apiKey to the service directly), which is never returned or logged",
+                )
         if backend.api_key_secret_ref is not None and backend.api_key is None:
             raise reject(
                 "UnresolvedSecret",
                 f"spec.backends[{i}].apiKey",
                 "apiKeySecretRef must be resolved to apiKey before it reaches the service",
             )
+    for field, value in _durations(spec):
+        problem = _duration_problem(value)
+        if problem is not None:
+            raise reject("InvalidDuration", field, problem)
     tiers: dict[int, int] = {}
     for backend in spec.backends:
         tiers[backend.priority] = tiers.get(backend.priority, 0) + backend.weight

@@ -241,6 +241,12 @@ class Upstream:
                                 )
                             else:
                                 result = await self._try_plain(current, backend, data, ticket, send)
+                        except Exception:
+                            # Answered 500 by Relay: still a failed try of this backend, so a
+                            # backend that breaks every request is ejected like any other.
+                            if current.record_failure(backend, time.monotonic()):
+                                metrics.EJECTIONS.labels(current.key, backend.cfg.name).inc()
+                            raise
                         finally:
                             backend.state.in_flight -= 1
                         if result is None:
@@ -279,7 +285,7 @@ class Upstream:
         wait = max(0.0, last.backend.state.cooldown_until - now)
         if wait > self.settings.max_retry_wait_s or now + wait > deadline:
             return None
-        if not last.backend.state.active_ok or last.backend.state.ejected:
+        if not last.backend.state.active_ok or last.backend.state.ejected_until > now:
             return None
         return wait + 0.001
 
@@ -367,7 +373,7 @@ class Upstream:
                 content = await resp.read()
                 status = resp.status
                 headers = resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except Exception as exc:  # connect, invalid URL, TLS, protocol, timeout: all failures
             ticket.upstream_s += time.perf_counter() - started
             return self._transport_failure(route, backend, exc, time.monotonic())
         finished = time.perf_counter()
@@ -428,7 +434,7 @@ class Upstream:
                         route, backend, resp.status, content, resp.headers, time.monotonic()
                     )
                 first = await resp.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except Exception as exc:  # connect, invalid URL, TLS, protocol, timeout: all failures
             if resp is not None:
                 resp.close()
             ticket.upstream_s += time.perf_counter() - started
