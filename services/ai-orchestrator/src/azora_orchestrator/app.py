@@ -12,7 +12,7 @@ from azora_common.app import create_service_app
 from azora_common.fastpath import install_fast_routes
 from azora_common.listener import RevisionListener
 from azora_orchestrator import __version__, repository
-from azora_orchestrator.api import FAST_ROUTES, data_plane, key_router, router
+from azora_orchestrator.api import FAST_ROUTES, data_plane, key_router, router, usage_router
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.health import ActiveHealthChecker
 from azora_orchestrator.settings import OrchestratorSettings
@@ -63,7 +63,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             "in the OpenAI error shape; the admin API answers application/problem+json."
         ),
         migrations=MIGRATIONS,
-        routers=[data_plane, router, key_router],
+        routers=[data_plane, router, key_router, usage_router],
         lifespan=lifespan,
         # The data plane enforces its own limit (max_request_bytes) so it can answer in the
         # OpenAI error shape; the shared guard only stops bodies far beyond it.

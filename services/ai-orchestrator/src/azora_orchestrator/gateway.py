@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from typing import Any
 
@@ -22,6 +23,7 @@ from azora_orchestrator import asgi, metrics
 from azora_orchestrator.admission import Admission, Ticket
 from azora_orchestrator.keys import snapshot
 from azora_orchestrator.quota import SharedState
+from azora_orchestrator.reporting import StatusPublisher
 from azora_orchestrator.routing import BackendState, Route, RouteTable, StateKey, build_route
 from azora_orchestrator.settings import OrchestratorSettings
 from azora_orchestrator.upstream import Relay, Upstream
@@ -38,19 +40,24 @@ class Gateway:
         self.table = RouteTable({}, {}, 0, b'{"object":"list","data":[]}')
         self._states: dict[StateKey, BackendState] = {}
         self.shared = SharedState(libpq_url(settings.database_url), settings.shared_pool_size)
-        self.replica = settings.replica_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.replica = (
+            settings.replica_name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        )
         self.admission = Admission(settings, self.shared)
         self.upstream = Upstream(settings)
         self.recorder = Recorder(settings, self.shared, self.replica)
         self.upstream.on_done = self.recorder.add
+        self.publisher = StatusPublisher(self, settings.status_publish_s)
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.shared.start()
         await self.recorder.start()
+        await self.publisher.start()
         metrics.GAUGE_SOURCE.get = lambda: self.table
 
     async def stop(self) -> None:
+        await self.publisher.stop()
         await self.recorder.stop()
         await self.shared.stop()
         await self.upstream.stop()

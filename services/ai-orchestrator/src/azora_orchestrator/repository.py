@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -112,3 +113,79 @@ FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::timestamptz[], $5::bigin
     AS d(key_id, cost, tokens, ws, released)
 WHERE k.key_id = d.key_id
 """
+
+
+# -- usage reports ------------------------------------------------------------------------------
+
+USAGE_GROUPS = {
+    "key": "key_id",
+    "team": "team",
+    "route": "route",
+    "model": "model",
+    "backend": "backend",
+    "none": "NULL::text",
+}
+
+
+async def usage_report(
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+    group_by: str,
+    filters: dict[str, str],
+) -> list[Row[Any]]:
+    """Usage per bucket and group: counts, tokens, cost per currency, latency percentiles.
+    ``group_by`` and the filter names come from USAGE_GROUPS (never from the request)."""
+    column = USAGE_GROUPS[group_by]
+    where = ["ts >= :start", "ts < :end"]
+    params: dict[str, Any] = {"start": start, "end": end, "bucket": bucket_s}
+    for name, value in filters.items():
+        where.append(f"{USAGE_GROUPS[name]} = :f_{name}")
+        params[f"f_{name}"] = value
+    sql = f"""
+        SELECT to_timestamp(floor((extract(epoch FROM ts) - extract(epoch FROM
+                   CAST(:start AS timestamptz))) / :bucket) * :bucket
+                   + extract(epoch FROM CAST(:start AS timestamptz))) AS bucket_start,
+               {column} AS grp,
+               currency,
+               count(*) AS requests,
+               count(*) FILTER (WHERE status >= 400 AND status <> 499) AS errors,
+               coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+               coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+               coalesce(sum(cost), 0)::bigint AS cost,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms)
+                   AS latency,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ttft_ms) AS ttft
+        FROM usage_events
+        WHERE {" AND ".join(where)}
+        GROUP BY 1, 2, 3
+        ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST
+    """
+    return list((await session.execute(sa.text(sql), params)).all())
+
+
+async def publish_status(conn: Any, replica: str, routes: str) -> None:
+    await conn.execute(
+        "INSERT INTO replica_status (replica, updated_at, routes) VALUES ($1, now(), $2::jsonb)"
+        " ON CONFLICT (replica) DO UPDATE SET updated_at = now(), routes = EXCLUDED.routes",
+        replica,
+        routes,
+    )
+    # Replicas gone for an hour (scaled down, restarted under a new name) are forgotten.
+    await conn.execute("DELETE FROM replica_status WHERE updated_at < now() - interval '1 hour'")
+
+
+async def fresh_statuses(session: AsyncSession, max_age_s: float) -> list[Row[Any]]:
+    return list(
+        (
+            await session.execute(
+                sa.text(
+                    "SELECT replica, updated_at, routes FROM replica_status "
+                    "WHERE updated_at > now() - make_interval(secs => :age) ORDER BY replica"
+                ),
+                {"age": max_age_s},
+            )
+        ).all()
+    )

@@ -60,3 +60,6 @@ class OrchestratorSettings(ServiceSettings):
     replica_name: str = Field(default="", max_length=253)
     # Connections for the shared admission state (keys with limits or a budget).
     shared_pool_size: int = Field(default=8, ge=1, le=256)
+    # Each replica publishes its route status this often; the fleet status merges the views
+    # published in the last three intervals.
+    status_publish_s: float = Field(default=2.0, gt=0, le=60)
