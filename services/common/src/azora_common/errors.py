@@ -239,7 +239,51 @@ def _database_input_error(exc: BaseException) -> str | None:
     return None
 
 
+# Errors that mean the database connection is gone (PostgreSQL restarted or unreachable), not
+# that this request is wrong: a pooled connection that died while idle fails its next request
+# (the pool has no pre-ping: a round trip per checkout) and the pool then reconnects.
+_CONNECTION_LOST = (
+    asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError, CannotConnectNowError ...
+    asyncpg.CannotConnectNowError,  # "the database system is starting up / shutting down"
+    asyncpg.AdminShutdownError,  # "terminating connection due to administrator command"
+    ConnectionError,  # refused or reset while connecting
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) says the database connection was lost."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _CONNECTION_LOST):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unavailable(request: Request) -> Response:
+    # 503 with Retry-After: the request did not commit (its transaction died with the
+    # connection), so a client may retry it, with the same Idempotency-Key for a write.
+    log.warning("database unavailable on %s %s", request.method, request.url.path)
+    return problem_response(
+        problem_body(
+            503,
+            "database-unavailable",
+            "Database unavailable",
+            "the database connection was lost; retry shortly",
+            request.url.path,
+        ),
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _on_database_error(request: Request, exc: Exception) -> Response:
+    if database_unavailable(exc):
+        return _unavailable(request)
     # Input the database refuses (a NUL byte in text, a number out of range) is the client's
     # error; the request's transaction is rolled back by the session dependency.
     reason = _database_input_error(exc)
@@ -264,6 +308,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _on_database_error)
     # Hot paths use the asyncpg driver directly: its errors arrive without SQLAlchemy's wrapper.
     app.add_exception_handler(asyncpg.PostgresError, _on_database_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _on_database_error)
+    app.add_exception_handler(ConnectionError, _on_database_error)
     app.add_exception_handler(Exception, _on_unhandled)
 
 
