@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from azora_operator.kinds import AI_MODEL_ROUTE, ENROLLMENT_COHORT, PRICING_RULE
+from azora_operator.status import live_conditions
 
 
 def test_insight_becomes_printer_column_figures() -> None:
@@ -31,6 +32,27 @@ def test_insight_becomes_printer_column_figures() -> None:
     assert degraded is not None
     assert degraded.reason == "BackendsEjected"
     assert "b" in degraded.message
+    # The orchestrator's insight says why (issue #13): a backend that never answered is
+    # "unknown", not ejected, and a route with no healthy backend is not ready.
+    insight = {
+        "healthy": 0,
+        "unknown": 2,
+        "ejected": 1,
+        "total": 3,
+        "ready": False,
+        "backends": [
+            {"name": "a", "healthy": False, "health": "unknown"},
+            {"name": "c", "healthy": False, "health": "unknown"},
+            {"name": "b", "healthy": False, "health": "ejected"},
+        ],
+    }
+    assert AI_MODEL_ROUTE.insight_status(insight)["backendsSummary"] == "0/3"
+    honest = AI_MODEL_ROUTE.degradation(insight)
+    assert honest is not None
+    assert honest.message == "0/3 backends healthy; ejected: b; unknown: a, c"
+    ready, degraded = live_conditions(AI_MODEL_ROUTE, insight, "live")
+    assert (ready.status, ready.reason) == (False, "NoHealthyBackends")
+    assert (degraded.status, degraded.message) == (True, honest.message)
 
     rule = PRICING_RULE.insight_status(
         {"active": True, "redemptions": {"used": 12, "limit": 100, "remaining": 88}}

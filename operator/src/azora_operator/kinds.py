@@ -119,11 +119,17 @@ def _route_degradation(insight: Mapping[str, Any]) -> Degradation | None:
     status = _route_status(insight)
     healthy, total = status["healthyBackends"], status["totalBackends"]
     if total and healthy < total:
-        ejected = sorted(b["name"] for b in status["backends"] if not b["healthy"])
-        names = ", ".join(ejected) if ejected else f"{total - healthy}"
-        return Degradation(
-            "BackendsEjected", f"{healthy}/{total} backends healthy; ejected: {names}"
-        )
+        # The service says why a backend is not healthy (``health``: ejected, unhealthy, or
+        # unknown: it has not answered yet); an older service only that it is not.
+        why: dict[str, list[str]] = {}
+        for item in insight.get("backends") or []:
+            if isinstance(item, Mapping) and not item.get("healthy", False):
+                why.setdefault(str(item.get("health") or "ejected"), []).append(
+                    str(item.get("name", ""))
+                )
+        parts = [f"{h}: {', '.join(sorted(names))}" for h, names in sorted(why.items())]
+        detail = "; ".join(parts) if parts else f"ejected: {total - healthy}"
+        return Degradation("BackendsEjected", f"{healthy}/{total} backends healthy; {detail}")
     return None
 
 
