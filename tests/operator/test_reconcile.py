@@ -9,6 +9,7 @@ import http.server
 import json
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,7 @@ from tests.operator.kube import (
 )
 from tests.operator.objects import cohort, route, rule
 from tests.operator.test_client import OVERFLOW, answering, refused_url
-from tests.support.services import ServiceProcess
+from tests.support.services import API_TOKEN, ServiceProcess
 
 FINALIZER = "azora.io/cleanup"
 
@@ -154,7 +155,9 @@ def test_examples_become_live_with_printer_columns(
 
 
 def _examples_become_live(kube: LocalControlPlane, services: dict[str, ServiceProcess]) -> None:
-    kubectl_ok(kube, "apply", "-f", str(EXAMPLES))
+    # The manifests only: examples/ also holds catalog.json, a REST seed kubectl cannot apply.
+    manifests = sorted(EXAMPLES.glob("*.yaml"))
+    kubectl_ok(kube, "apply", *(arg for path in manifests for arg in ("-f", str(path))))
     examples = [
         (doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
         for path in sorted(EXAMPLES.glob("*.yaml"))
@@ -261,7 +264,7 @@ def test_a_stale_generation_never_overwrites_a_newer_one(
 
 
 @pytest.mark.e2e
-def test_a_spec_the_service_rejects_is_reported_not_retried(
+def test_a_spec_the_service_rejects_is_reported_once(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     first = route(ns)
@@ -297,9 +300,35 @@ def test_a_spec_the_service_rejects_is_reported_not_retried(
     clash["spec"]["model"] = unique("model")  # the fix: a new generation is applied
     apply(kube, clash)
     wait_condition(kube, "AIModelRoute", ns, name, status="True", generation=2)
-    # Meanwhile (several retry and timer periods) the rejection was reported once, not retried.
+    # Meanwhile (several timer periods, each offering the refused spec again) the rejection was
+    # reported once: an unchanged refusal is no new Event.
     assert reasons().count("ModelConflict") == 1
     assert wait_for(lambda: "Applied" in reasons(), what="an Applied Event")
+
+
+@pytest.mark.e2e
+def test_a_refusal_that_names_a_missing_dependency_heals_when_it_appears(
+    kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
+) -> None:
+    # A priced cohort whose product azora-pricing does not know yet: refused (UnknownProduct),
+    # then Ready without any change to the resource once the product exists, because the
+    # resync offers a refused spec again.
+    sku = unique("sku")
+    obj = cohort(ns, pricing={"product": sku, "currency": "EUR"})
+    apply(kube, obj)
+    name = obj["metadata"]["name"]
+    wait_condition(kube, "EnrollmentCohort", ns, name, status="False", reason="UnknownProduct")
+    product = {"name": sku, "prices": {"EUR": {"model": "perUnit", "unitAmount": 1000}}}
+    req = urllib.request.Request(
+        services["pricing"].url + f"/v1/products/{sku}",
+        data=json.dumps(product).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+    healed = wait_condition(kube, "EnrollmentCohort", ns, name, status="True")
+    assert healed["metadata"]["generation"] == 1
 
 
 @pytest.mark.e2e

@@ -38,8 +38,8 @@ from azora_operator.metrics import RECONCILES
 from azora_operator.reconcile import Reconciler, outage
 from azora_operator.status import event_on_change, live_conditions, seconds_since, write_status
 
-# Reasons on Synced=False that are the spec's fault for this generation: the resync must not
-# re-send such a spec (it would only be refused again); a new generation will be applied.
+# Reasons on Synced=False that are the service's trouble, not the spec's: the resync checks the
+# service (and reports an outage) instead of re-sending a refused spec.
 _RETRYABLE_REASONS = frozenset({"ServiceUnavailable", "ServiceError"})
 
 log = logging.getLogger("azora_operator")
@@ -113,7 +113,14 @@ async def resync(
     if status.get("observedGeneration") != generation:
         return  # the change handlers have not reported on this generation yet: theirs
     if synced == "False" and synced_reason not in _RETRYABLE_REASONS:
-        return  # rejected (or a Secret problem the apply handler retries): nothing to sync
+        # Rejected: offered again at every resync, because some refusals name something outside
+        # the spec that may appear later (UnknownProduct until azora-pricing has the product,
+        # UnpricedCurrency until it has the price). An unchanged refusal costs one PUT and
+        # writes no status (same conditions); an accepted one becomes Ready.
+        await reconciler.apply(
+            kind, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=0
+        )
+        return
     try:
         insight = await reconciler.client(kind).insight(kind.admin_plural, namespace, name)
     except ServiceUnavailable as exc:
