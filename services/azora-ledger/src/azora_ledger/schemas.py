@@ -301,3 +301,51 @@ class AccountOut(BaseModel):
     version: int
     created_at: datetime
     balances: BalancesOut
+
+
+class AccountList(BaseModel):
+    items: list[AccountOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+class CategoryOut(BaseModel):
+    code: str
+    name: str
+    description: str | None
+
+
+class CategoryList(BaseModel):
+    items: list[CategoryOut]
+
+
+class TransactionList(BaseModel):
+    items: list[TransactionOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+class StatementEntryOut(BaseModel):
+    transaction_id: str
+    kind: Literal["transfer", "pending", "post", "reversal"]
+    reference: str | None
+    description: str | None
+    category: str | None
+    direction: Direction
+    amount: int
+    currency: str
+    effective_at: datetime
+    recorded_at: datetime
+    account_version: int
+    balance: Totals = Field(description="The account's posted totals after this entry")
+
+
+class StatementOut(BaseModel):
+    account: str
+    currency: str
+    items: list[StatementEntryOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )

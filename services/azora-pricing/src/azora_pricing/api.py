@@ -27,6 +27,8 @@ from azora_pricing.schemas import (
     NAMESPACE_PATTERN,
     SKU_PATTERN,
     ProductIn,
+    ProductList,
+    ProductOut,
     QuoteIn,
     SimulateIn,
 )
@@ -50,7 +52,16 @@ def _service(request: Request) -> PricingService:
 # --- products -------------------------------------------------------------------------------
 
 
-@router.put("/v1/products/{sku}", tags=["products"], status_code=200)
+@router.put(
+    "/v1/products/{sku}",
+    tags=["products"],
+    status_code=200,
+    responses={
+        200: {"model": ProductOut, "description": "Replaced"},
+        201: {"model": ProductOut, "description": "Created"},
+        422: {"description": "invalid-spec (`reason`, `field`) or validation-error"},
+    },
+)
 async def put_product(
     sku: Sku, body: ProductIn, request: Request, session: SessionDep, _: WriteDep
 ) -> Response:
@@ -59,14 +70,21 @@ async def put_product(
     return json_response(201 if created else 200, document)
 
 
-@router.get("/v1/products/{sku}", tags=["products"])
+@router.get(
+    "/v1/products/{sku}",
+    tags=["products"],
+    response_model=None,
+    responses={200: {"model": ProductOut}, 404: {"description": "not-found"}},
+)
 async def get_product(
     sku: Sku, request: Request, session: SessionDep, _: ReadDep
 ) -> dict[str, Any]:
     return await _service(request).get_product(session, sku)
 
 
-@router.get("/v1/products", tags=["products"])
+@router.get(
+    "/v1/products", tags=["products"], response_model=None, responses={200: {"model": ProductList}}
+)
 async def list_products(
     request: Request,
     session: SessionDep,
@@ -89,7 +107,10 @@ QUOTE_IN: TypeAdapter[QuoteIn] = TypeAdapter(QuoteIn)
     status_code=201,
     summary="Create Quote",
     description="Price a basket with a full trace; the price is held until ``expires_at``.",
-    responses={422: {"description": "Validation Error"}},
+    responses={
+        409: {"description": "promotion-exhausted, promotion-customer-limit (checked early)"},
+        422: {"description": "validation-error, or promotion-code-rejected naming `codes[i]`"},
+    },
     openapi_extra=plain_route_openapi("QuoteIn"),
 )
 async def create_quote(request: Request) -> Response:
@@ -152,7 +173,18 @@ async def get_quote(
     return await _service(request).get_quote(session, quote_id)
 
 
-@router.post("/v1/quotes/{quote_id}/accept", tags=["quotes"], status_code=200)
+@router.post(
+    "/v1/quotes/{quote_id}/accept",
+    tags=["quotes"],
+    status_code=200,
+    responses={
+        404: {"description": "not-found"},
+        409: {
+            "description": "quote-expired, promotion-exhausted, promotion-customer-limit, "
+            "promotion-first-purchase-only"
+        },
+    },
+)
 async def accept_quote(
     quote_id: QuoteId,
     request: Request,

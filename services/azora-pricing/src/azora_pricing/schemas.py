@@ -80,3 +80,22 @@ class SimulateIn(_Input):
     at: AwareDatetime | None = Field(
         default=None, description="RFC 3339 instant to evaluate at (default now)."
     )
+
+
+# ---- response shapes (documentation in the OpenAPI schema) ----
+
+
+class ProductOut(BaseModel):
+    sku: str
+    name: str
+    labels: list[str]
+    active: bool
+    prices: dict[str, dict[str, Any]] = Field(description="The stored price spec per currency")
+    revision: int = Field(description="The pricing revision that last wrote this product")
+    created_at: str
+    updated_at: str
+
+
+class ProductList(BaseModel):
+    items: list[ProductOut]
+    next_after: str | None = Field(description="Pass as `after` for the next page; null at the end")

@@ -21,7 +21,7 @@ from azora_ledger.http import (
     WriteDep,
     utc,
 )
-from azora_ledger.schemas import AccountIn, AccountOut
+from azora_ledger.schemas import AccountIn, AccountList, AccountOut, StatementOut
 
 router = APIRouter(tags=["accounts"])
 
@@ -30,7 +30,10 @@ router = APIRouter(tags=["accounts"])
     "/v1/accounts",
     status_code=201,
     summary="Open an account (409 account-exists when the code is taken)",
-    responses={201: {"model": AccountOut}},
+    responses={
+        201: {"model": AccountOut},
+        409: {"description": "account-exists: the code is taken (`code`, and `account` as stored)"},
+    },
 )
 async def create_account(
     body: AccountIn, session: SessionDep, _: WriteDep, key: IdempotencyKeyDep = None
@@ -47,7 +50,9 @@ async def create_account(
     )
 
 
-@router.get("/v1/accounts", summary="List accounts by code")
+@router.get(
+    "/v1/accounts", summary="List accounts by code", responses={200: {"model": AccountList}}
+)
 async def list_accounts(
     session: SessionDep,
     _: ReadDep,
@@ -61,7 +66,7 @@ async def list_accounts(
 @router.get(
     "/v1/accounts/{code}",
     summary="An account with its balances",
-    responses={200: {"model": AccountOut}},
+    responses={200: {"model": AccountOut}, 404: {"description": "account-not-found"}},
 )
 async def get_account(code: CodePath, session: SessionDep, _: ReadDep) -> Response:
     return json_response(200, await service.get_account(session, code))
@@ -98,6 +103,7 @@ async def account_balances(
 @router.get(
     "/v1/accounts/{code}/statement",
     summary="Posted entries in recording order, each with the running balance after it",
+    responses={200: {"model": StatementOut}, 404: {"description": "account-not-found"}},
 )
 async def account_statement(
     code: CodePath,

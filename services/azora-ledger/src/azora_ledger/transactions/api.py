@@ -24,7 +24,15 @@ from azora_common.fastpath import FastRoute, authorize, read_body, validate_requ
 from azora_common.idempotency import json_response, run_idempotent
 from azora_ledger.gate import WriteGate
 from azora_ledger.http import Limit, ReadDep, SafeText, TransactionCursor, WriteDep, respond
-from azora_ledger.schemas import BatchIn, CategoryIn, TransactionIn, TransactionOut
+from azora_ledger.schemas import (
+    BatchIn,
+    CategoryIn,
+    CategoryList,
+    CategoryOut,
+    TransactionIn,
+    TransactionList,
+    TransactionOut,
+)
 from azora_ledger.transactions import service
 from azora_ledger.transactions.coalescer import Coalescer
 from azora_ledger.transactions.service import TransferRequest
@@ -70,12 +78,22 @@ def _plain_route_openapi(model: type[Any]) -> dict[str, Any]:
 # ---- categories ----
 
 
-@router.get("/v1/categories", summary="The chart of categories")
+@router.get(
+    "/v1/categories", summary="The chart of categories", responses={200: {"model": CategoryList}}
+)
 async def list_categories(session: SessionDep, _: ReadDep) -> Response:
     return json_response(200, await service.list_categories(session))
 
 
-@router.post("/v1/categories", status_code=201, summary="Add a category")
+@router.post(
+    "/v1/categories",
+    status_code=201,
+    summary="Add a category",
+    responses={
+        201: {"model": CategoryOut},
+        409: {"description": "conflict: a category with this code exists (`code`)"},
+    },
+)
 async def create_category(body: CategoryIn, session: SessionDep, _: WriteDep) -> Response:
     return json_response(201, await service.create_category(session, body))
 
@@ -209,7 +227,11 @@ FAST_ROUTES = [
 # ---- reads ----
 
 
-@router.get("/v1/transactions", summary="List transactions, newest first")
+@router.get(
+    "/v1/transactions",
+    summary="List transactions, newest first",
+    responses={200: {"model": TransactionList}},
+)
 async def list_transactions(
     session: SessionDep,
     _: ReadDep,
