@@ -146,3 +146,8 @@ USAGE_DROPPED = Counter(
     "azora_orchestrator_usage_records_dropped_total",
     "Usage records dropped because the buffer was full while the database was unreachable.",
 )
+LEDGER_BATCHES = Counter(
+    "azora_orchestrator_ledger_batches_total",
+    "Spend batches sent to azora-ledger, by result (booked, error).",
+    ["result"],
+)

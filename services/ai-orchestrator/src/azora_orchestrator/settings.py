@@ -6,7 +6,7 @@ these are the process-wide knobs that the ``AIModelRoute`` contract deliberately
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from azora_common.settings import ServiceSettings
@@ -63,3 +63,7 @@ class OrchestratorSettings(ServiceSettings):
     # Each replica publishes its route status this often; the fleet status merges the views
     # published in the last three intervals.
     status_publish_s: float = Field(default=2.0, gt=0, le=60)
+    # azora-ledger (spend booking, ledger.py); empty URL: spend stays in the outbox.
+    ledger_url: str = ""
+    ledger_token: SecretStr = SecretStr("")
+    ledger_interval_s: float = Field(default=2.0, gt=0, le=600)
