@@ -22,6 +22,7 @@ from azora_common.listener import libpq_url
 from azora_orchestrator import asgi, metrics
 from azora_orchestrator.admission import Admission, Ticket
 from azora_orchestrator.keys import snapshot
+from azora_orchestrator.ledger import LedgerBooker
 from azora_orchestrator.quota import SharedState
 from azora_orchestrator.reporting import StatusPublisher
 from azora_orchestrator.routing import BackendState, Route, RouteTable, StateKey, build_route
@@ -48,15 +49,18 @@ class Gateway:
         self.recorder = Recorder(settings, self.shared, self.replica)
         self.upstream.on_done = self.recorder.add
         self.publisher = StatusPublisher(self, settings.status_publish_s)
+        self.booker = LedgerBooker(settings, self.shared)
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.shared.start()
         await self.recorder.start()
         await self.publisher.start()
+        await self.booker.start()
         metrics.GAUGE_SOURCE.get = lambda: self.table
 
     async def stop(self) -> None:
+        await self.booker.stop()
         await self.publisher.stop()
         await self.recorder.stop()
         await self.shared.stop()
