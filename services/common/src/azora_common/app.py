@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from azora_common import health
 from azora_common.auth import TokenAuthenticator
+from azora_common.changes import ChangeFeed, changes_router
 from azora_common.db import Database
 from azora_common.errors import (
     install_problem_handlers,
@@ -41,17 +42,24 @@ def create_service_app(
     lifespan: ServiceLifespan | None = None,
     openapi_tags: list[dict[str, Any]] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    insight_plurals: Sequence[str] = (),
 ) -> FastAPI:
     """Build a FastAPI app with the platform's plumbing in place.
 
     ``app.state`` holds ``settings``, ``db`` (:class:`Database`), ``auth`` and ``expected_head``;
-    a service's own ``lifespan`` runs inside, after the database exists.
+    a service's own ``lifespan`` runs inside, after the database exists. With
+    ``insight_plurals`` the service also serves the insight change feed of those admin plurals
+    (changes.py) from ``app.state.changes``, started before the service's own lifespan.
     """
     configure_logging(settings.log_level, settings.log_json)
 
     @contextlib.asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings)
+        feed = ChangeFeed(settings.database_url) if insight_plurals else None
+        app.state.changes = feed
+        if feed is not None:
+            await feed.start()
         try:
             if lifespan is not None:
                 async with lifespan(app):
@@ -61,6 +69,8 @@ def create_service_app(
                 tune_gc(settings.gc_threshold)
                 yield
         finally:
+            if feed is not None:
+                await feed.stop()
             await app.state.db.dispose()
 
     app = ServiceApp(
@@ -79,6 +89,8 @@ def create_service_app(
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     for router in routers:
         app.include_router(router)
+    if insight_plurals:
+        app.include_router(changes_router(insight_plurals))
     app.add_middleware(
         PlatformMiddleware, service=settings.service_name, max_body_bytes=max_body_bytes
     )
