@@ -51,6 +51,10 @@ lint: sync ## ruff + mypy --strict + import contracts
 test: sync kube-tools system-deps lint ## the full test suite (real PostgreSQL, real kube-apiserver, a real node)
 	$(UV) run pytest $(PYTEST_ARGS)
 
+.PHONY: fuzz
+fuzz: sync ## deep API fuzzing of the four services (schemathesis: every check, stateful links, 300 examples/operation); counts in .local/fuzz/
+	AZORA_FUZZ=deep AZORA_FUZZ_OUT=.local/fuzz $(UV) run pytest tests/fuzz -s -p no:cacheprovider $(PYTEST_ARGS)
+
 .PHONY: bench
 bench: sync tools ## benchmarks, shared method (bench/harness); results under bench/results/ (AREAS="ledger pricing", SMOKE=1)
 	bash hack/system-deps.sh --bench
