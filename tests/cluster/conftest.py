@@ -248,13 +248,16 @@ def eventually(predicate: Callable[[], Any], what: str, timeout: float = 60) -> 
 @pytest.fixture(scope="session")
 def examples_applied(cluster: Cluster, release: Release) -> None:
     """`kubectl apply -f examples/`, then every example resource Ready."""
-    from tests.cluster.test_2_operator import EXAMPLES, ready
+    from tests.cluster.test_2_operator import EXAMPLES, example_converged
 
     # The Kubernetes manifests of examples/ (the folder also holds compose files and data).
     manifests = sorted((ROOT / "examples").glob("*.yaml"))
     cluster.kubectl("apply", *(a for m in manifests for a in ("-f", str(m))))
     for plural, (ns, name) in EXAMPLES.items():
-        eventually(lambda p=plural, n=ns, m=name: ready(cluster, p, n, m), f"{plural}/{name} Ready")
+        eventually(
+            lambda p=plural, n=ns, m=name: example_converged(cluster, p, n, m),
+            f"{plural}/{name} Ready",
+        )
 
 
 @pytest.fixture(scope="session")

@@ -18,16 +18,26 @@ EXAMPLES = {
 }
 
 
-def ready(cluster: Cluster, plural: str, namespace: str, name: str) -> bool:
+def ready(cluster: Cluster, plural: str, namespace: str, name: str, kind: str = "Ready") -> bool:
     obj: dict[str, Any] = cluster.custom.get_namespaced_custom_object(
         "azora.io", "v1alpha1", namespace, plural, name
     )
     conditions = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
-    ready = conditions.get("Ready", {})
+    condition = conditions.get(kind, {})
     return bool(
-        ready.get("status") == "True"
+        condition.get("status") == "True"
         and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
     )
+
+
+def example_converged(cluster: Cluster, plural: str, namespace: str, name: str) -> bool:
+    """Ready; for the example AIModelRoute, Synced (live in the orchestrator): its backends are
+    `make up`'s model processes on 127.0.0.1, which no pod reaches, so the orchestrator rightly
+    ejects them and reports Ready=False/NoHealthyBackends. A route to a backend pod in the
+    cluster is Ready: test_3_traffic."""
+    if plural == "aimodelroutes":
+        return ready(cluster, plural, namespace, name, "Synced")
+    return ready(cluster, plural, namespace, name)
 
 
 def test_operator_runs_with_the_charts_service_account(cluster: Cluster, release: Release) -> None:
@@ -47,7 +57,7 @@ def test_operator_runs_with_the_charts_service_account(cluster: Cluster, release
 
 def test_examples_become_ready(cluster: Cluster, examples_applied: None) -> None:
     for plural, (ns, name) in EXAMPLES.items():
-        assert ready(cluster, plural, ns, name), plural
+        assert example_converged(cluster, plural, ns, name), plural
 
 
 def test_services_hold_the_configuration(release: Release, examples_applied: None) -> None:

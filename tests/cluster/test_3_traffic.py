@@ -20,10 +20,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def enroll(http: httpx.Client, release: Release, student: str) -> dict[str, Any]:
+def enroll(
+    http: httpx.Client, release: Release, student: str, cohort: str = COHORT
+) -> dict[str, Any]:
     response = http.post(
         f"{release.urls['enrollment']}/v1/enrollments",
-        json={"cohort": COHORT, "student": {"id": student, "segment": "professional"}},
+        json={"cohort": cohort, "student": {"id": student, "segment": "professional"}},
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
@@ -200,3 +202,7 @@ def test_chat_completion_reaches_a_backend_pod(
     content = completion["choices"][0]["message"]["content"]
     assert content.startswith("served by ")
     assert content.removeprefix("served by ") in backend_pods
+    # A route whose backend a pod can reach is Ready (healthy backends), not only Synced.
+    from tests.cluster.test_2_operator import ready
+
+    eventually(lambda: ready(cluster, "aimodelroutes", NAMESPACE, "cluster-echo"), "route Ready")

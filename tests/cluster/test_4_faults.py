@@ -74,13 +74,32 @@ def deployment_restored(cluster: Cluster, name: str) -> bool:
     return bool(d.status.ready_replicas == d.spec.replicas == d.status.updated_replicas)
 
 
+DRILL_COHORT = {
+    "apiVersion": "azora.io/v1alpha1",
+    "kind": "EnrollmentCohort",
+    "metadata": {"name": "fault-drill", "namespace": NAMESPACE},
+    "spec": {
+        "course": "k8s-fundamentals",
+        "title": "Fault drill (large, priced)",
+        "capacity": 100000,
+        "pricing": {"product": "k8s-fundamentals", "currency": "EUR"},
+    },
+}
+
+
 def test_deleting_a_service_pod_mid_traffic_loses_and_doubles_no_money(
     cluster: Cluster, release: Release, priced: None
 ) -> None:
+    # A cohort with room for every request (the example's 50 seats would waitlist most).
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(DRILL_COHORT))
+    eventually(
+        lambda: ready(cluster, "enrollmentcohorts", NAMESPACE, "fault-drill"), "drill cohort", 60
+    )
     http = no_keepalive(release.tokens["client-token"])
+    cohort = f"{NAMESPACE}/fault-drill"
 
     def one(i: int) -> str:
-        return str(enroll(http, release, f"fault-{uuid.uuid4().hex[:10]}")["id"])
+        return str(enroll(http, release, f"fault-{uuid.uuid4().hex[:10]}", cohort=cohort)["id"])
 
     with Loop(one) as loop:
         eventually(lambda: loop.ok >= 5, "traffic flowing", 30)
