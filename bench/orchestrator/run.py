@@ -7,11 +7,14 @@ bare proxy floor and LiteLLM, in front of the same instant backend, interleaved 
 Targets (each its own process on 127.0.0.1, one worker): ``direct`` (the fake backend,
 backend.py), ``floor`` (floor.py: raw ASGI + aiohttp, nothing else), ``orchestrator`` (all
 features on: auth, least-request routing over two backends, rate limits per route and client,
-metrics, active health checks) and ``litellm`` (LiteLLM proxy in its own venv, never a project
-dependency). wrk sends non-streaming chat completions at c=1 (the added latency), 16 and 64; CPU
-per request is charged to the proxy's process tree. After the rounds, ttft.py (a Python client,
-its own process) measures streaming time to first chunk at c=1 once per target. PostgreSQL
-(the gateway's routes): ``AZORA_BENCH_DATABASE_URL`` or a private durable server.
+metrics, active health checks), ``orchestrator-governed`` (the same, plus a virtual key with
+requests/min, tokens/min and a budget: one shared admission statement in PostgreSQL per request,
+cost and usage recorded, settlements batched) and ``litellm`` (LiteLLM proxy in its own venv,
+never a project dependency). wrk sends non-streaming chat completions at c=1 (the added
+latency), 16 and 64; CPU per request is charged to the proxy's process tree. After the rounds,
+ttft.py (a Python client, its own process) measures streaming time to first chunk at c=1 once
+per target. PostgreSQL (the gateway's routes): ``AZORA_BENCH_DATABASE_URL`` or a private durable
+server.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ LITELLM_KEY = "sk-bench-master-7f3c9a1e5b2d4c6a8e0f"
 LITELLM_VENV = Path("/tmp/litellm-venv")
 LITELLM_VERSION = "1.108.7"
 CHAT_BODY = '{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
+PRICE = {"currency": "USD", "inputPerMillion": 250, "outputPerMillion": 1000}
 NATURAL_CONCURRENCY = 1  # one client: what the proxy adds to a request's latency
 
 
@@ -102,8 +106,8 @@ def put_route(orch_base: str, backend_url: str) -> None:
         "model": "bench",
         "strategy": "least-request",
         "backends": [
-            {"name": "b1", "url": backend_url, "weight": 3},
-            {"name": "b2", "url": backend_url, "weight": 1},
+            {"name": "b1", "url": backend_url, "weight": 3, "price": PRICE},
+            {"name": "b2", "url": backend_url, "weight": 1, "price": PRICE},
         ],
         "retry": {"attempts": 3, "budgetPercent": 20},
         "health": {"activeCheck": {"path": "/models", "interval": "10s"}},
@@ -121,6 +125,25 @@ def put_route(orch_base: str, backend_url: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=30) as r:
         assert r.status < 300, r.read()
+
+
+def create_key(orch_base: str) -> str:
+    """A virtual key whose limits and budget are never reached but always checked."""
+    body = {
+        "team": "bench",
+        "owner": "bench",
+        "requestsPerMinute": 10_000_000,
+        "tokensPerMinute": 2_000_000_000,
+        "budget": {"amount": 10**15, "unit": "USD", "period": "720h"},
+    }
+    request = urllib.request.Request(
+        orch_base + "/admin/v1/keys",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return str(json.loads(r.read())["key"])
 
 
 def start_litellm(
@@ -194,10 +217,22 @@ def main() -> int:
         put_route(orch_base, backend_url)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         procs.wait_ready("orchestrator", orch, orch_base + "/v1/models", auth, 60)
+        key = create_key(orch_base)
+        gov_port = free_port()
+        gov_base = f"http://127.0.0.1:{gov_port}"
+        gov = procs.start(
+            "orchestrator-governed",
+            [*orch_cli, "serve", "--port", str(gov_port)],
+            {**env, "ORCHESTRATOR_REPLICA_NAME": "bench-governed"},
+            ready=gov_base + "/healthz",
+        )
+        key_auth = {"Authorization": f"Bearer {key}"}
+        procs.wait_ready("orchestrator-governed", gov, gov_base + "/v1/models", key_auth, 60)
         endpoints: list[tuple[str, str, int, dict[str, str]]] = [
             ("direct", backend_url, backend.pid, {}),
             ("floor", f"http://127.0.0.1:{floor_port}/v1", floor.pid, {}),
             ("orchestrator", orch_base + "/v1", orch.pid, auth),
+            ("orchestrator-governed", gov_base + "/v1", gov.pid, key_auth),
         ]
         procs.wait_port("floor", floor, floor_port)
         litellm = start_litellm(procs, backend_url, litellm_detail)
@@ -217,10 +252,23 @@ def main() -> int:
             label = "backend" if name == "direct" else "proxy"
             targets.append(Target(name, load, {label: pid}, concurrencies=levels))
         comparisons = [
-            Comparison("gateway vs the floor (bare aiohttp proxy)", "orchestrator", "floor")
+            Comparison("gateway vs the floor (bare aiohttp proxy)", "orchestrator", "floor"),
+            Comparison(
+                "governed gateway (keys + budgets + usage) vs the floor",
+                "orchestrator-governed",
+                "floor",
+            ),
         ]
         if litellm is not None:
             comparisons.append(Comparison("gateway vs LiteLLM", "orchestrator", "litellm"))
+            comparisons.append(
+                Comparison(
+                    "governed gateway vs LiteLLM (keyless: its virtual keys need Prisma's "
+                    "engine, not downloadable here)",
+                    "orchestrator-governed",
+                    "litellm",
+                )
+            )
         doc = run(
             "orchestrator",
             "ai-orchestrator benchmark",
@@ -245,14 +293,17 @@ def notes(doc: dict[str, Any]) -> list[str]:
     out = ["## Gateway against the floor", "",
            "| c | CPU/request gateway / floor | p99 gateway / floor (goal <= 2x) |",
            "|---:|---:|---:|"]  # fmt: skip
-    if "orchestrator" in s and "floor" in s:
-        for c in sorted(set(s["orchestrator"]) & set(s["floor"])):
-            o, f = s["orchestrator"][c], s["floor"][c]
+    for target in ("orchestrator", "orchestrator-governed"):
+        if target not in s or "floor" not in s:
+            continue
+        for c in sorted(set(s[target]) & set(s["floor"])):
+            o, f = s[target][c], s["floor"][c]
             cpu_o = o["cpu_us_per_unit"]["proxy"]["median"]
             cpu_f = f["cpu_us_per_unit"]["proxy"]["median"]
             p99_o, p99_f = o["p99_ms"]["median"], f["p99_ms"]["median"]
             out.append(
-                f"| {c} | {cpu_o:,.1f} / {cpu_f:,.1f} µs = {cpu_o / max(cpu_f, 1e-9):.2f}x "
+                f"| {target} c={c} | {cpu_o:,.1f} / {cpu_f:,.1f} µs = "
+                f"{cpu_o / max(cpu_f, 1e-9):.2f}x "
                 f"| {p99_o:.2f} / {p99_f:.2f} ms = {p99_o / max(p99_f, 1e-9):.2f}x |"
             )
     lit = doc["litellm"]

@@ -80,6 +80,13 @@ async def test_cost_exact_streaming_and_not(
     by_team = await usage(http, gw, group_by="team", team=team, **{"from": start.isoformat()})
     assert [i["cost"] for i in by_team["items"]] == [expected]
 
+    # The dashboards' per-team metrics: bounded labels (an unlisted team is "other"), never a
+    # key id.
+    async with http.get(f"{gw.base_url}/metrics") as resp:
+        exposition = await resp.text()
+    assert 'azora_orchestrator_spend_minor_total{currency="USD",team="other"}' in exposition
+    assert team not in exposition and key["id"] not in exposition
+
 
 async def test_usage_buckets_csv_and_bad_input(
     gw: Gw, admin: Admin, http: aiohttp.ClientSession, backends

@@ -151,3 +151,22 @@ LEDGER_BATCHES = Counter(
     "Spend batches sent to azora-ledger, by result (booked, error).",
     ["result"],
 )
+
+# Per team, for the dashboards' trend panels (the books are the usage API and the ledger). The
+# team label is bounded by configuration (metric_teams): other teams are "other", static
+# tokens "none"; key ids are never labels.
+SPEND = Counter(
+    "azora_orchestrator_spend_minor",
+    "Cost of answered requests in the currency's minor units, by team (bounded) and currency.",
+    ["team", "currency"],
+)
+TEAM_TOKENS = Counter(
+    "azora_orchestrator_team_tokens",
+    "Tokens reported by backends, by team (bounded) and token_type (input, output).",
+    ["team", "token_type"],
+)
+TEAM_REQUESTS = Counter(
+    "azora_orchestrator_team_requests",
+    "Finished requests by team (bounded) and status class (2xx, 4xx, 5xx).",
+    ["team", "status_class"],
+)

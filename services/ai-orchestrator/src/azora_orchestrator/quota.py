@@ -20,6 +20,8 @@ admission stricter, never looser.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,8 +34,10 @@ from azora_orchestrator.routing import Route
 
 ADMIT_SQL = (
     "SELECT ok, reason, spent, reserved, window_start, wait_s "
-    "FROM vk_admit($1, $2, $3, $4, $5, $6, $7)"
+    "FROM vk_admit_many($1, $2, $3, $4, $5, $6, $7)"
 )
+
+Pending = tuple[int, int, "asyncio.Future[Verdict]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +64,26 @@ def estimate_cost(key: KeyInfo, route: Route, prompt: int, completion: int) -> i
     return -(-(prompt * pin + completion * pout) // MILLION)
 
 
+log = logging.getLogger("azora.orchestrator.quota")
+
+
 class SharedState:
-    """The connection pool for the per-key admission statement."""
+    """The connection pool for the admission statement, and the admissions queued per key.
+
+    Admissions of one key are coalesced: while a key's statement is in flight, the requests
+    of that key that arrive queue up and go together in the next statement (no waiting
+    window: the first request goes at once, batches grow with load). A key's row lock is then
+    taken once per batch instead of once per request, so a busy key is not limited to one
+    admission per commit.
+    """
 
     def __init__(self, dsn: str, size: int) -> None:
         self.dsn = dsn
         self.size = size
         self.pool: asyncpg.Pool | None = None
+        self._queues: dict[str, list[Pending]] = {}
+        self.statements = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.pool = await asyncpg.create_pool(
@@ -78,23 +95,63 @@ class SharedState:
             await self.pool.close()
 
     async def admit(self, key: KeyInfo, tokens: int, cost: int) -> Verdict:
-        assert self.pool is not None
-        row = await self.pool.fetchrow(
-            ADMIT_SQL,
-            key.id,
-            key.rpm,
-            key.tpm,
-            tokens,
-            key.budget,
-            key.period_s,
-            cost,
-        )
-        assert row is not None
-        return Verdict(
-            row["ok"],
-            row["reason"],
-            row["spent"],
-            row["reserved"],
-            row["window_start"],
-            row["wait_s"] if row["wait_s"] is not None and math.isfinite(row["wait_s"]) else 0.0,
-        )
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(key.id)
+        if queue is None:
+            self._queues[key.id] = [(tokens, cost, future)]
+            self._tasks.add(task := asyncio.create_task(self._drain(key)))
+            task.add_done_callback(self._tasks.discard)
+        else:
+            queue.append((tokens, cost, future))
+        return await future
+
+    async def _drain(self, key: KeyInfo) -> None:
+        while True:
+            batch = self._queues.get(key.id)
+            if not batch:
+                self._queues.pop(key.id, None)
+                return
+            self._queues[key.id] = []
+            try:
+                assert self.pool is not None
+                rows = await self.pool.fetch(
+                    ADMIT_SQL,
+                    key.id,
+                    key.rpm,
+                    key.tpm,
+                    key.budget,
+                    key.period_s,
+                    [t for t, _, _ in batch],
+                    [c for _, c, _ in batch],
+                )
+                self.statements += 1
+                if len(rows) != len(batch):
+                    raise RuntimeError(f"vk_admit_many answered {len(rows)} of {len(batch)}")
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            exc if isinstance(exc, Exception) else RuntimeError("cancelled")
+                        )
+                if not isinstance(exc, Exception):
+                    self._fail_queued(key.id)
+                    raise
+                continue
+            for (_, _, future), row in zip(batch, rows, strict=True):
+                if not future.done():
+                    wait = row["wait_s"]
+                    future.set_result(
+                        Verdict(
+                            row["ok"],
+                            row["reason"],
+                            row["spent"],
+                            row["reserved"],
+                            row["window_start"],
+                            wait if wait is not None and math.isfinite(wait) else 0.0,
+                        )
+                    )
+
+    def _fail_queued(self, key_id: str) -> None:
+        for _, _, future in self._queues.pop(key_id, []):
+            if not future.done():
+                future.set_exception(RuntimeError("the admission queue stopped"))

@@ -67,3 +67,6 @@ class OrchestratorSettings(ServiceSettings):
     ledger_url: str = ""
     ledger_token: SecretStr = SecretStr("")
     ledger_interval_s: float = Field(default=2.0, gt=0, le=600)
+    # Teams that get their own label value on the per-team metrics (dashboards); every other
+    # team is counted as "other", static tokens as "none". Keeps the label set bounded.
+    metric_teams: list[str] = Field(default_factory=list, max_length=200)

@@ -53,6 +53,8 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._last_retention = 0.0
         self.flushes = 0
+        self._teams = frozenset(settings.metric_teams)
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     def add(self, ticket: Ticket) -> None:
         """One finished request (every path of the relay ends here, exactly once)."""
@@ -83,6 +85,9 @@ class Recorder:
                 self.replica,
             )
         )
+        self._count(
+            key.team if key is not None else None, ticket.status, prompt, completion, cost, currency
+        )
         if key is None or not ticket.shared:
             return
         if key.unit == TOKENS:
@@ -105,6 +110,35 @@ class Recorder:
         elif ticket.window is not None and (acc[2] is None or ticket.window > acc[2]):
             # Reservations of an older window were reset with it; only the newest is released.
             acc[2], acc[3] = ticket.window, ticket.reserved
+
+    def _count(
+        self,
+        team: str | None,
+        status: int,
+        prompt: int,
+        completion: int,
+        cost: int,
+        currency: str | None,
+    ) -> None:
+        label = "none" if team is None else team if team in self._teams else "other"
+        children = self._children
+        req_key = (label, "r", f"{status // 100}xx")
+        counter = children.get(req_key)
+        if counter is None:
+            counter = children[req_key] = metrics.TEAM_REQUESTS.labels(label, req_key[2])
+        counter.inc()
+        if prompt or completion:
+            tin = children.get((label, "t", "input"))
+            if tin is None:
+                tin = children[(label, "t", "input")] = metrics.TEAM_TOKENS.labels(label, "input")
+                children[(label, "t", "output")] = metrics.TEAM_TOKENS.labels(label, "output")
+            tin.inc(prompt)
+            children[(label, "t", "output")].inc(completion)
+        if cost and currency is not None:
+            spend = children.get((label, "c", currency))
+            if spend is None:
+                spend = children[(label, "c", currency)] = metrics.SPEND.labels(label, currency)
+            spend.inc(cost)
 
     # -- the background writer ---------------------------------------------------------------
 
