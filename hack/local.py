@@ -91,7 +91,7 @@ EXAMPLE_MODEL_PORTS = {"model-a": 8106, "model-b": 8107}
 PROMETHEUS_PORT = PORT_BASE + 9
 ALERT_RULES = ROOT / "charts" / "azora" / "files" / "prometheus" / "azora-alerts.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
-CATALOG = ROOT / "examples" / "catalog.json"
+CATALOG = ROOT / "examples" / "catalog" / "catalog.json"
 
 
 def load_state() -> dict[str, Any]:
@@ -230,7 +230,7 @@ class Supervisor:
             self.wait_ready(svc.key, service_url(svc) + "/readyz")
         for key, port in MODEL_BACKENDS.items():
             self.wait_ready(key, f"http://127.0.0.1:{port}/healthz", timeout=180.0)
-        # The products and ledger categories the examples rely on (examples/catalog.json),
+        # The products and ledger categories the examples rely on (examples/catalog/catalog.json),
         # through the services' own APIs, before the example cohort asks for a price.
         for change in seed_catalog(
             pricing_url=service_url(SERVICES[2]),

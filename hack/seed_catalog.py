@@ -1,4 +1,4 @@
-"""Seed the example catalog (examples/catalog.json) through the services' REST APIs.
+"""Seed the example catalog (examples/catalog/catalog.json) through the services' REST APIs.
 
 The example ``EnrollmentCohort`` is priced by product ``k8s-fundamentals`` in EUR and its
 charges are posted to azora-ledger under category ``enrollment``. Both are business data
@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CATALOG = ROOT / "examples" / "catalog.json"
+DEFAULT_CATALOG = ROOT / "examples" / "catalog" / "catalog.json"
 
 
 class SeedError(RuntimeError):
@@ -146,7 +146,7 @@ def seed(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hack/seed_catalog.py",
-        description="Seed examples/catalog.json through azora-pricing's and azora-ledger's APIs.",
+        description="Seed a catalog (default examples/catalog/catalog.json) through the REST APIs.",
     )
     parser.add_argument("--file", type=Path, default=DEFAULT_CATALOG, help="catalog JSON")
     parser.add_argument("--pricing-url", default=os.environ.get("AZORA_PRICING_URL"))

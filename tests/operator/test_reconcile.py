@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import importlib.util
 import json
+import sys
 import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
+import httpx
 import kopf
 import pytest
 import yaml
@@ -122,6 +126,17 @@ class _ModelsHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _seed_catalog() -> ModuleType:
+    path = EXAMPLES.parent / "hack" / "seed_catalog.py"
+    spec = importlib.util.spec_from_file_location("seed_catalog", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("seed_catalog", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @contextlib.contextmanager
 def _example_backends() -> Iterator[None]:
     """Real servers on the example routes' backend ports: a route is only Ready once a
@@ -155,9 +170,12 @@ def test_examples_become_live_with_printer_columns(
 
 
 def _examples_become_live(kube: LocalControlPlane, services: dict[str, ServiceProcess]) -> None:
-    # The manifests only: examples/ also holds catalog.json, a REST seed kubectl cannot apply.
-    manifests = sorted(EXAMPLES.glob("*.yaml"))
-    kubectl_ok(kube, "apply", *(arg for path in manifests for arg in ("-f", str(path))))
+    # As a user does: the catalog the priced example cohort needs (seeded by `make up` through
+    # azora-pricing's REST API), then `kubectl apply -f examples/`.
+    catalog = json.loads((EXAMPLES / "catalog" / "catalog.json").read_text())
+    with httpx.Client(headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10) as client:
+        _seed_catalog().seed_pricing(client, services["pricing"].url, catalog["pricing"])
+    kubectl_ok(kube, "apply", "-f", str(EXAMPLES))
     examples = [
         (doc["kind"], doc["metadata"]["namespace"], doc["metadata"]["name"])
         for path in sorted(EXAMPLES.glob("*.yaml"))
