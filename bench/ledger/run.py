@@ -245,7 +245,10 @@ def targets_for(
     concurrencies: tuple[int, ...],
     seconds: float,
     profile_dir: Path | None,
+    variants: list[tuple[str, str, int, str]] = [],  # noqa: B006 (read only)
 ) -> list[Target]:
+    """``variants``: (name, api, pid, url) of further services (``--variant``), whose HTTP
+    targets are named ``<target>@<name>`` and measured in the same rounds."""
     hot_id, first, last = ref_ids
     with_batch_level = (BATCH_CONCURRENCY, *concurrencies)
     service_charge = {
@@ -273,7 +276,30 @@ def targets_for(
     def settle_reference() -> None:
         settle(ref_url)
 
+    def variant_targets(name: str, api: str, pid: int, url: str) -> list[Target]:
+        charge = {"service": pid, **({"database": db.postmaster} if db.postmaster else {})}
+
+        def load(script: str, path: str) -> Callable[[int, float], LoadResult]:
+            def go(concurrency: int, seconds: float) -> LoadResult:
+                return wrk(api + path, script, concurrency=concurrency, seconds=seconds)
+
+            return go
+
+        def settle_variant() -> None:
+            settle(url)
+
+        return [
+            Target(f"http_single_uniform@{name}", load(single_script(False), "/v1/transactions"),
+                   charge, before=settle_variant),
+            Target(f"http_single_hot@{name}", load(single_script(True), "/v1/transactions"),
+                   charge, before=settle_variant),
+            Target(f"http_batch@{name}", load(batch_script(), "/v1/transactions:batch"), charge,
+                   concurrencies=with_batch_level, units_per_request=BATCH,
+                   before=settle_variant, min_seconds=3 * seconds),
+        ]  # fmt: skip
+
     return [
+        *(t for v in variants for t in variant_targets(*v)),
         Target("http_single_uniform", http("http_single_uniform", single_script(False),
                "/v1/transactions"), service_charge, before=settle_service),
         Target("http_single_hot", http("http_single_hot", single_script(True),
@@ -312,8 +338,21 @@ def main() -> int:
         type=Path,
         help="record py-spy collapsed stacks of the service per measurement ($PY_SPY or py-spy)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VAR=VALUE[,VAR=VALUE...]",
+        help="also start a service with these LEDGER_ settings; its targets are "
+        "<target>@NAME, measured in the same rounds (an A/B of settings on a noisy machine)",
+    )
     args = parser.parse_args()
     settings = settings_from(args)
+    variant_env: list[tuple[str, dict[str, str]]] = []
+    for spec in args.variant:
+        name, _, assignments = spec.partition("=")
+        pairs = [a.partition("=") for a in assignments.split(",") if a]
+        variant_env.append((name, {k: v for k, _, v in pairs}))
     with database_server(settings.database) as db, Processes() as procs:
         ref_url = recreate_database(db, "ledger_bench_ref")
         ref_ids = asyncio.run(prepare_reference(ref_url))
@@ -335,27 +374,61 @@ def main() -> int:
             ready=api + "/readyz",
         )  # fmt: skip
         asyncio.run(prepare_service(api))
+        variants: list[tuple[str, str, int, str]] = []
+        for name, env in variant_env:
+            v_url = recreate_database(db, f"ledger_bench_{name}")
+            v_port = free_port()
+            v_api = f"http://127.0.0.1:{v_port}"
+            v_service = procs.start(
+                f"ledger-{name}",
+                [sys.executable, "-c", "from azora_ledger.cli import main; main()", "serve",
+                 "--migrate", "--port", str(v_port), "--workers", str(args.workers)],
+                {
+                    "LEDGER_WRITE_GATE": args.write_gate,
+                    "LEDGER_DATABASE_URL": v_url,
+                    "LEDGER_API_TOKENS": json.dumps({TOKEN: ["*"]}),
+                    "LEDGER_ADMIN_TOKEN": ADMIN,
+                    "LEDGER_LOG_LEVEL": "WARNING",
+                    "LEDGER_DB_POOL_SIZE": "20",
+                    **env,
+                },
+                ready=v_api + "/readyz",
+            )  # fmt: skip
+            asyncio.run(prepare_service(v_api))
+            variants.append((name, v_api, v_service.pid, v_url))
         targets = targets_for(
             db, api, service.pid, service_url, ref_url, ref_ids, settings.concurrencies,
-            settings.seconds, args.profile_dir,
+            settings.seconds, args.profile_dir, variants,
         )  # fmt: skip
         doc = run(
             "ledger",
             "azora-ledger benchmark",
             targets,
-            COMPARISONS,
+            [
+                *COMPARISONS,
+                *(
+                    Comparison(f"{c.label} @{name}", f"{c.target}@{name}", c.reference, c.goal)
+                    for name, _ in variant_env
+                    for c in COMPARISONS
+                ),
+            ],
             settings,
             database=db,
-            own_pids=[service.pid, db.postmaster],
+            own_pids=[service.pid, db.postmaster, *(v[2] for v in variants)],
             extra={
                 "reference_label": "pgledger-style SQL reference (our re-implementation)",
                 "service_workers": args.workers,
                 "write_gate": args.write_gate,
+                "variants": dict(variant_env),
             },
         )
         doc["service_figures"] = service_figures(api)
+        for name, v_api, _, _ in variants:
+            doc[f"service_figures@{name}"] = service_figures(v_api)
         procs.stop(service)
         doc["verify"] = verify(service_url)
+        for name, _, _, v_url in variants:
+            doc[f"verify@{name}"] = verify(v_url)
     figures, checked = doc["service_figures"], doc["verify"]
     notes = [
         f"Service: {args.workers} uvicorn worker(s), write gate {args.write_gate}. Reference: "
@@ -372,8 +445,21 @@ def main() -> int:
     suffix = (f"-workers{args.workers}" if args.workers != 1 else "") + (
         "-database-gate" if args.write_gate == "database" else ""
     )
+    for name, env in variant_env:
+        v_figures, v_checked = doc[f"service_figures@{name}"], doc[f"verify@{name}"]
+        notes += [
+            "",
+            f"Variant **{name}** ({env}): mean coalesced batch size "
+            f"{v_figures['coalesced_batch_size']}; write turn wait / held (means): "
+            f"{v_figures['write_turn_wait_mean_ms']} / {v_figures['write_turn_held_mean_ms']} "
+            f"ms. Verify: **{'passed' if v_checked['ok'] else 'FAILED'}** "
+            f"({v_checked['checked']}).",
+        ]
+    if variant_env:
+        suffix += "-variants"
     finish(doc, settings, notes=notes, suffix=suffix)
-    return 0 if checked["ok"] else 1
+    ok = checked["ok"] and all(doc[f"verify@{n}"]["ok"] for n, _ in variant_env)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
