@@ -5,7 +5,7 @@ import pytest
 
 from tests.common.sample_app import SampleSettings, create_app
 from tests.conftest import ADMIN_TOKEN
-from tests.support.apps import bearer, rollback_client
+from tests.support.apps import bearer, rollback_client, running
 
 
 async def test_auth_scopes(sample_db: str) -> None:
@@ -56,3 +56,24 @@ def test_database_url_is_normalised() -> None:
 async def test_principal_does_not_leak_token(client: httpx.AsyncClient) -> None:
     resp = await client.post("/v1/widgets", json={"name": "a", "size": 1})
     assert resp.status_code == 201, resp.text
+
+
+async def test_a_wildcard_token_is_never_admin(settings: SampleSettings) -> None:
+    # Found from outside: a "*" token could PUT and DELETE on every /admin route.
+    wildcard = "a-wildcard-token-of-some-length"
+    app = create_app(
+        settings.model_copy(
+            update={"api_tokens": {wildcard: ["*"], "named-admin-token-xxxx": ["admin"]}}
+        )
+    )
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            refused = await client.put("/admin/v1/config/x?value=1", headers=bearer(wildcard))
+            assert refused.status_code == 403
+            assert refused.json()["required_scope"] == "admin"
+            assert (await client.get("/v1/widgets/1", headers=bearer(wildcard))).status_code != 403
+            named = await client.put(
+                "/admin/v1/config/x?value=1", headers=bearer("named-admin-token-xxxx")
+            )
+            assert named.status_code == 200

@@ -1,7 +1,9 @@
 """Bearer-token authentication with scopes.
 
 ``admin`` guards ``/admin/*``; each service defines read/write scopes (``ledger:read``, …).
-A token with ``*`` holds every scope. No write endpoint is open.
+A token with ``*`` holds every API scope, never ``admin``: configuration (rules, routes, cohorts,
+keys) is changed only by a token granted ``admin`` explicitly (the operator's). No write
+endpoint is open.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class Principal:
     scopes: frozenset[str]
 
     def has(self, scope: str) -> bool:
+        if scope == ADMIN_SCOPE:
+            # Never through the wildcard: a "*" API token once went live with a hidden 100 %-off
+            # pricing rule and deleted a rule its promotion code depended on.
+            return ADMIN_SCOPE in self.scopes
         return "*" in self.scopes or scope in self.scopes
 
 

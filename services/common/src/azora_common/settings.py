@@ -22,7 +22,8 @@ class ServiceSettings(BaseSettings):
     """Fields every service has. Subclasses set ``model_config`` with their own ``env_prefix``.
 
     Tokens: ``admin_token`` grants the ``admin`` scope (``/admin/*``); ``api_tokens`` maps a token
-    to its scopes, e.g. ``{"t0k3n": ["ledger:read", "ledger:write"]}``; ``*`` grants every scope.
+    to its scopes, e.g. ``{"t0k3n": ["ledger:read", "ledger:write"]}``; ``*`` grants every API scope
+    but never ``admin``, which is granted only by name.
     """
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
