@@ -245,11 +245,19 @@ def test_helm_upgrade_under_load_fails_no_request(
         json.dumps({"ok": loop.ok, "failed": len(loop.failed), "seconds": round(elapsed, 1)})
     )
     assert loop.failed == [], loop.failed[:5]
-    # The rollout completed: every pod of every Deployment runs the new tag.
-    for pod in cluster.core.list_namespaced_pod(NAMESPACE).items:
-        owner = (pod.metadata.owner_references or [{}])[0]
-        if getattr(owner, "kind", "") == "ReplicaSet" and pod.metadata.name.startswith(RELEASE):
-            assert pod.spec.containers[0].image.endswith(":upgrade"), pod.metadata.name
+
+    # The rollout completed: once the old pods have drained (preStop + graceful shutdown),
+    # every pod of every Deployment runs the new tag.
+    def old_pods() -> list[str]:
+        return [
+            p.metadata.name
+            for p in cluster.core.list_namespaced_pod(NAMESPACE).items
+            if p.metadata.name.startswith(RELEASE)
+            and any(o.kind == "ReplicaSet" for o in p.metadata.owner_references or [])
+            and not p.spec.containers[0].image.endswith(":upgrade")
+        ]
+
+    eventually(lambda: old_pods() == [], "the old pods gone", 90)
     # The migration hooks ran again (new Job objects, completed, with the new image).
     jobs = {j.metadata.name: j for j in cluster.batch.list_namespaced_job(NAMESPACE).items}
     for svc in ("enrollment", "ledger", "pricing", "orchestrator"):
