@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -13,14 +14,18 @@ import aiohttp
 import openai
 import pytest
 
+from azora_orchestrator import metrics
 from tests.conftest import ADMIN_TOKEN
 from tests.orchestrator.conftest import (
     Admin,
     Gw,
+    Served,
+    ServerThread,
     backend_spec,
     bearer,
     chat,
     create_key,
+    gateway_settings,
     openai_error,
     unique,
     wait_for_key,
@@ -223,3 +228,48 @@ async def test_openai_client_sees_limit_and_budget_errors(
         assert a.hits == hits  # refused at admission; the client did not retry it
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="module")
+def split_replicas(gw: Gw, orch_db: str, server_thread: ServerThread) -> Iterator[list[Gw]]:
+    """Three replicas configured for a three-replica Deployment (route_limit_replicas=3)."""
+    served = [
+        Served(gateway_settings(orch_db, route_limit_replicas=3), server_thread) for _ in range(3)
+    ]
+    yield [s.gw for s in served]
+    for s in served:
+        s.stop()
+    # The scrape-time gauges of this process's registry follow the last gateway started: give
+    # them back to the session's gateway (one process holds several gateways only in tests).
+    metrics.GAUGE_SOURCE.get = lambda: gw.gateway.table
+
+
+async def test_route_limits_split_across_three_replicas(
+    split_replicas: list[Gw], admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    model = unique("route-rpm")
+    rpm = 120
+    await admin.put(
+        model,
+        {"model": model, "backends": [backend_spec(a)], "rateLimits": {"requestsPerMinute": rpm}},
+    )
+    for r in split_replicas:
+        await admin.wait_live_on(r, model)
+    admitted = 0
+    started = time.monotonic()
+
+    async def client(gw: Gw) -> None:  # the static token, spread evenly over the replicas
+        nonlocal admitted
+        while time.monotonic() - started < 3.0:
+            status, body, _ = await chat(http, gw, model)
+            if status == 200:
+                admitted += 1
+            else:
+                assert status == 429, body
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(client(r) for r in split_replicas for _ in range(4)))
+    elapsed = time.monotonic() - started
+    expected = rpm + rpm / 60 * elapsed
+    assert 0.9 * expected <= admitted <= 1.1 * expected, (admitted, expected)

@@ -127,7 +127,7 @@ async def test_kill_9_mid_batch(
         assert 0 <= lost <= 15
         # The bound: only requests finished within the last flush interval (plus a flush in
         # progress) before the kill can be lost.
-        lost_window = [t for t in completions[len(completions) - lost :]] if lost else []
+        lost_window = completions[len(completions) - lost :] if lost else []
         assert all(killed - t <= 2 * FLUSH_MS / 1000 for t in lost_window)
         print(f"answered {answered}, recorded {recorded}, lost {lost}")
 

@@ -297,10 +297,13 @@ class Admission:
     def _bucket(self, route: str, client: str, kind: str, per_minute: int, now: float) -> Bucket:
         key = (route, client, kind)
         bucket = self._buckets.get(key)
+        # A route's limits are split evenly over the replicas (route_limit_replicas): each
+        # process enforces its share, so together they never admit more than the limit.
+        share = per_minute / self.settings.route_limit_replicas
         if bucket is None:
-            bucket = self._buckets[key] = Bucket(per_minute, now)
-        elif bucket.capacity != per_minute:
-            bucket.resize(per_minute)
+            bucket = self._buckets[key] = Bucket(share, now)
+        elif bucket.capacity != share:
+            bucket.resize(share)
         return bucket
 
     def _take(

@@ -125,6 +125,7 @@ class LedgerBooker:
         pool = self.shared.pool
         assert pool is not None
         async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO on")
             row = await conn.fetchrow(
                 "SELECT id, lines FROM ledger_outbox WHERE sent_at IS NULL "
                 "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"

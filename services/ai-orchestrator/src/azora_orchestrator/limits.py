@@ -11,13 +11,13 @@ class Bucket:
 
     __slots__ = ("capacity", "level", "rate", "stamp")
 
-    def __init__(self, per_minute: int, now: float) -> None:
+    def __init__(self, per_minute: float, now: float) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.level = self.capacity
         self.stamp = now
 
-    def resize(self, per_minute: int) -> None:
+    def resize(self, per_minute: float) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.level = min(self.level, self.capacity)

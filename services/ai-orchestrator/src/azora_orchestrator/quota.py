@@ -86,8 +86,15 @@ class SharedState:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        # Admissions commit asynchronously (no WAL flush wait): a database crash may forget the
+        # last few hundred milliseconds of reservations and bucket takes (README, "The
+        # bound"). The usage writer's transactions (the settled spend) turn it back on.
         self.pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.size, command_timeout=5
+            self.dsn,
+            min_size=1,
+            max_size=self.size,
+            command_timeout=5,
+            server_settings={"synchronous_commit": "off"},
         )
 
     async def stop(self) -> None:

@@ -70,3 +70,9 @@ class OrchestratorSettings(ServiceSettings):
     # Teams that get their own label value on the per-team metrics (dashboards); every other
     # team is counted as "other", static tokens as "none". Keeps the label set bounded.
     metric_teams: list[str] = Field(default_factory=list, max_length=200)
+    # Route limits (rateLimits, including perClient) are enforced by each process on its
+    # share: limit / route_limit_replicas. Set it to the Deployment's replica count so that the
+    # replicas together admit at most the limit (exactly the limit when the load balancer
+    # spreads the clients evenly; less when one replica gets more than its share). 1: every
+    # process enforces the whole limit (the behaviour before issue 15).
+    route_limit_replicas: int = Field(default=1, ge=1, le=1000)

@@ -206,6 +206,8 @@ class Recorder:
             if r[10] and r[11] is not None:
                 spend[(r[2] or "unassigned", r[5], r[11])] += r[10]
         async with pool.acquire() as conn, conn.transaction():
+            # The settled spend and the ledger outbox are durable before the batch counts.
+            await conn.execute("SET LOCAL synchronous_commit TO on")
             if records:
                 await conn.copy_records_to_table(
                     "usage_events", records=records, columns=USAGE_COLUMNS
