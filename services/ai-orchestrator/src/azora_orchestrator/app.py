@@ -15,6 +15,7 @@ from azora_orchestrator import __version__, repository
 from azora_orchestrator.api import FAST_ROUTES, data_plane, key_router, router, usage_router
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.health import ActiveHealthChecker
+from azora_orchestrator.insight import HealthWatch
 from azora_orchestrator.settings import OrchestratorSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -40,14 +41,17 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         listener = RevisionListener(settings.database_url, repository.ROUTES_CHANNEL, reload)
         key_listener = RevisionListener(settings.database_url, repository.KEYS_CHANNEL, reload_keys)
         checker = ActiveHealthChecker(gateway)
+        watch = HealthWatch(gateway, app.state.changes)
         try:
             await listener.start()
             await key_listener.start()
             await checker.start()
+            await watch.start()
             app.state.listener = listener
             app.state.key_listener = key_listener
             yield
         finally:
+            await watch.stop()
             await checker.stop()
             await key_listener.stop()
             await listener.stop()
@@ -65,6 +69,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         routers=[data_plane, router, key_router, usage_router],
         lifespan=lifespan,
+        insight_plurals=["routes"],
         # The data plane enforces its own limit (max_request_bytes) so it can answer in the
         # OpenAI error shape; the shared guard only stops bodies far beyond it.
         max_body_bytes=settings.max_request_bytes * 2,

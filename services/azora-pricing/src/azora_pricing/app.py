@@ -66,6 +66,7 @@ def create_app(settings: PricingSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         routers=[router],
         lifespan=lifespan,
+        insight_plurals=["pricing-rules"],
         openapi_tags=[
             {"name": "products", "description": "Products and their prices per currency."},
             {"name": "quotes", "description": "Quotes with a full price trace; acceptance."},

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from azora_common.admin_store import AdminStore
+from azora_common.changes import CHANNEL as INSIGHT_CHANNEL
 from azora_pricing.models import (
     pricing_policies,
     pricing_rules,
@@ -226,6 +227,18 @@ async def insert_redemption(
         sa.insert(redemptions).values(
             code=code, quote_id=quote_id, customer_id=customer_id, created_at=now
         )
+    )
+    # The rule's redemption count changed: its status says so within seconds (changes.py),
+    # delivered on commit, so a refused acceptance announces nothing.
+    await session.execute(
+        sa.select(
+            sa.func.pg_notify(
+                INSIGHT_CHANNEL,
+                sa.func.concat(
+                    "pricing-rules/", promotions.c.rule_namespace, "/", promotions.c.rule_name
+                ),
+            )
+        ).where(promotions.c.code == code)
     )
 
 

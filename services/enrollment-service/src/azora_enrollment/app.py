@@ -130,6 +130,7 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         routers=[router],
         lifespan=lifespan,
+        insight_plurals=["cohorts"],
         openapi_tags=[
             {"name": "enrollments", "description": "Take a seat or a waitlist place"},
             {"name": "cohorts", "description": "Cohort views, waitlists and bulk enrollment"},
