@@ -35,7 +35,11 @@ if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
     for f in /docker-entrypoint-initdb.d/*; do
         case "$f" in
             *.sql) echo "docker-entrypoint: running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
-            *.sh) echo "docker-entrypoint: sourcing $f"; . "$f" ;;
+            *.sh)
+                echo "docker-entrypoint: sourcing $f"
+                # shellcheck source=/dev/null
+                . "$f"
+                ;;
             *) ;;
         esac
     done
