@@ -63,6 +63,7 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
                 workers=settings.coalesce_workers,
                 max_batch=settings.coalesce_max_batch,
                 linger_seconds=settings.coalesce_linger_ms / 1000,
+                overlap=settings.coalesce_overlap,
             )
             if settings.coalesce
             else None

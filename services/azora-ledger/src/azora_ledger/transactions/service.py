@@ -517,7 +517,8 @@ async def lock_and_plan(
     in arrival order: the plan, and the requests that replay a stored reference."""
     started = time.perf_counter()
     if turn is not None:
-        await turn.take(conn)  # given back by the caller once the transaction has ended
+        # Given back by the caller once the transaction has ended.
+        await turn.take(conn, batch.codes, batch.references)
     codes = batch.codes
     ws = Workspace(await accounts_repo.lock_accounts(conn, codes) if codes else {})
     LOCK_WAIT.observe(time.perf_counter() - started)
