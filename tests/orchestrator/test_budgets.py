@@ -113,28 +113,56 @@ async def test_budget_holds_across_three_replicas(
     assert reset.hour == 0 and reset.minute == 0  # 24h windows start at midnight UTC
 
 
-async def test_budget_window_resets(
-    gw: Gw, admin: Admin, http: aiohttp.ClientSession, backends
+async def test_budget_window_resets_on_every_replica(
+    replicas: list[Gw], admin: Admin, http: aiohttp.ClientSession, backends
 ) -> None:
     a = await backends("a")
     model = unique("reset")
     await admin.put(model, {"model": model, "backends": [backend_spec(a, price=PRICE)]})
+    for r in replicas:
+        await admin.wait_live_on(r, model)
+    budget, period = 120, 4  # tokens: 10 answers of 12 tokens
     secret, key = await create_key(
-        http, gw, budget={"amount": 12, "unit": "tokens", "period": "2s"}
+        http, replicas[0], budget={"amount": budget, "unit": "tokens", "period": f"{period}s"}
     )
-    await wait_for_key([gw], key["id"])
-    # Start right after a window boundary so the first request and the refusal share a window.
-    await asyncio.sleep(2 - time.time() % 2 + 0.05)
-    assert (await chat(http, gw, model, headers=bearer(secret), max_tokens=5))[0] == 200
-    await gw.server.arun(gw.gateway.recorder.flush())
-    status, body, headers = await chat(http, gw, model, headers=bearer(secret), max_tokens=5)
-    assert status == 402, body
-    assert "resets at" in openai_error(body)["message"]
-    reset = datetime.fromisoformat(headers["x-azora-budget-reset"]).timestamp()
+    await wait_for_key(replicas, key["id"])
+    tokens = a.prompt_tokens + a.completion_tokens
+    estimate = prompt_estimate(model, max_tokens=5) + 5
+    # Start right after a window boundary so the whole drive stays in one window.
+    await asyncio.sleep(period - time.time() % period + 0.05)
+    ok = 0
+    resets: list[str] = []
+
+    async def client(gw: Gw) -> None:
+        nonlocal ok
+        while True:
+            status, body, headers = await chat(
+                http, gw, model, headers=bearer(secret), max_tokens=5
+            )
+            if status == 402:
+                resets.append(headers["x-azora-budget-reset"])
+                return
+            assert status == 200, body
+            ok += 1
+
+    for _ in range(10):
+        before = ok
+        await asyncio.gather(*(client(r) for r in replicas for _ in range(3)))
+        await flush_all(replicas)
+        if ok == before:
+            break
+    spend = await spend_of(http, replicas[0], key["id"])
+    assert spend["spent"] == ok * tokens
+    assert budget <= spend["spent"] <= budget + estimate - 1  # the bound, in tokens
+    reset = datetime.fromisoformat(resets[-1]).timestamp()
+    assert reset - time.time() <= period
     await asyncio.sleep(max(0.0, reset - time.time()) + 0.05)
-    assert (await chat(http, gw, model, headers=bearer(secret), max_tokens=5))[0] == 200
-    spend = await spend_of(http, gw, key["id"])
-    assert spend["unit"] == "tokens" and spend["budget"] == 12
+    for r in replicas:  # a new window: the key works again everywhere
+        assert (await chat(http, r, model, headers=bearer(secret), max_tokens=5))[0] == 200
+    await flush_all(replicas)
+    spend = await spend_of(http, replicas[0], key["id"])
+    assert spend["spent"] == len(replicas) * tokens
+    assert spend["totalSpent"] == (ok + len(replicas)) * tokens
 
 
 async def _hammer(
