@@ -61,7 +61,8 @@ bench: sync tools ## benchmarks, shared method (bench/harness); results under be
 	BENCH_AREAS="$(AREAS)" BENCH_SMOKE="$(SMOKE)" $(UV) run python bench/run_all.py
 
 .PHONY: up
-up: sync tools ## run the whole platform locally (background); writes .local/azora.env
+up: sync tools ## run the whole platform locally (background; Prometheus included); writes .local/azora.env
+	bash hack/system-deps.sh --up
 	$(UV) run python hack/local.py up
 
 .PHONY: down
