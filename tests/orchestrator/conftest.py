@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from azora_orchestrator import metrics
 from azora_orchestrator.app import MIGRATIONS, create_app
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.settings import OrchestratorSettings
@@ -271,6 +272,9 @@ async def chat(
 def replicas(gw: Gw, orch_db: str, server_thread: ServerThread) -> Iterator[list[Gw]]:
     """Three gateway replicas on one database: the session's gateway and two more."""
     extra = [Served(gateway_settings(orch_db), server_thread) for _ in range(2)]
+    # The scrape-time gauges of the process registry follow the last gateway started; the
+    # session's gateway keeps them (one process holds several gateways only in tests).
+    metrics.GAUGE_SOURCE.get = lambda: gw.gateway.table
     yield [gw, *(s.gw for s in extra)]
     for s in extra:
         s.stop()

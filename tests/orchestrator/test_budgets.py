@@ -264,6 +264,7 @@ def split_replicas(gw: Gw, orch_db: str, server_thread: ServerThread) -> Iterato
     served = [
         Served(gateway_settings(orch_db, route_limit_replicas=3), server_thread) for _ in range(3)
     ]
+    metrics.GAUGE_SOURCE.get = lambda: gw.gateway.table
     yield [s.gw for s in served]
     for s in served:
         s.stop()
