@@ -87,6 +87,26 @@ DRILL_COHORT = {
 }
 
 
+def replaced(cluster: Cluster, component: str, gone: str) -> bool:
+    """The deleted pod is gone and the Deployment has all its replicas ready again."""
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=f"app.kubernetes.io/component={component}"
+    ).items
+    ready = [
+        p
+        for p in pods
+        if p.metadata.deletion_timestamp is None
+        and all(c.ready for c in p.status.container_statuses or [])
+        and p.status.container_statuses
+    ]
+    names = {p.metadata.name for p in pods}
+    return (
+        gone not in names
+        and len(ready) == 2
+        and deployment_restored(cluster, f"{RELEASE}-{component}")
+    )
+
+
 def test_deleting_a_service_pod_mid_traffic_loses_and_doubles_no_money(
     cluster: Cluster, release: Release, priced: None
 ) -> None:
@@ -109,7 +129,7 @@ def test_deleting_a_service_pod_mid_traffic_loses_and_doubles_no_money(
             ).items[0]
             cluster.core.delete_namespaced_pod(pod.metadata.name, NAMESPACE)
             eventually(
-                lambda c=component: deployment_restored(cluster, f"{RELEASE}-{c}"),
+                lambda c=component, gone=pod.metadata.name: replaced(cluster, c, gone),
                 f"{component} restored",
                 120,
             )
