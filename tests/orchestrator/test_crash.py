@@ -170,10 +170,23 @@ async def test_kill_9_mid_batch(
     assert usage_cost == recorded * per_request
     assert spend["totalSpent"] == usage_cost  # enforcement counters
     assert booked == usage_cost  # the ledger, each batch once (the replayed one included)
-    account = f"expense:ai:{team}:{model}"
+    # The income statement shows the spend as the expense of the team's model account, and the
+    # category totals include it under ai-spend.
     async with http.get(
-        f"{ledger.url}/v1/accounts/{account}/balances", headers=bearer(API_TOKEN)
+        f"{ledger.url}/v1/reports/income-statement",
+        params={"currency": "USD"},
+        headers=bearer(API_TOKEN),
     ) as resp:
-        balances = await resp.json()
-        assert resp.status == 200, balances
-    assert str(usage_cost) in str(balances)
+        statement = await resp.json()
+        assert resp.status == 200, statement
+    rows = {r["account"]: r for r in statement["rows"]}
+    account = rows[f"expense:ai:{team}:{model}"]
+    assert account["type"] == "expense" and account["amount"] == usage_cost
+    async with http.get(
+        f"{ledger.url}/v1/reports/totals",
+        params={"group_by": "category"},
+        headers=bearer(API_TOKEN),
+    ) as resp:
+        categories = await resp.json()
+    ai = [r for r in categories["rows"] if r["category"] == "ai-spend"]
+    assert ai and sum(int(r["amount"]) for r in ai) >= usage_cost
