@@ -41,13 +41,15 @@ _BODY = {
 
 _WHEN = {
     400: "malformed JSON, body not an object, or `model` missing",
-    401: "no or unknown bearer token",
-    403: "the token lacks the `ai:invoke` scope",
+    401: "no, unknown, revoked or expired bearer token or virtual key",
+    402: "the virtual key's budget is used up (`insufficient_quota`; remaining and reset in "
+    "the message and the `x-azora-budget-*` headers)",
+    403: "the token lacks the `ai:invoke` scope, or the virtual key may not use the model",
     404: "no route serves this model",
     413: "body larger than `max_request_bytes`",
-    429: "a rate limit (route or client) or the backend refused; see `Retry-After`",
+    429: "a rate limit (route, client or virtual key) or the backend refused; see `Retry-After`",
     502: "no backend could be reached",
-    503: "no healthy backend",
+    503: "no healthy backend, or a key's limits cannot be checked (`limits_unavailable`)",
     504: "the backend did not answer in time",
 }
 
@@ -76,7 +78,7 @@ def proxy(streams: bool) -> dict[str, Any]:
                 "`x-azora-overhead-ms` is the time the gateway added.",
                 "content": ok,
             },
-            **_errors(400, 401, 403, 404, 413, 429, 502, 503, 504),
+            **_errors(400, 401, 402, 403, 404, 413, 429, 502, 503, 504),
         },
     }
 
