@@ -124,7 +124,13 @@ def test_tokens_are_wired_consistently() -> None:
         env = _secret(objects, f"azora-{svc}-env")
         assert env["ADMIN_TOKEN"] == tokens["admin-token"]
         api_tokens = json.loads(env["API_TOKENS"])
-        assert api_tokens[tokens["client-token"]] == [f"{scope[svc]}:read", f"{scope[svc]}:write"]
+        # The orchestrator's data plane (chat, completions, embeddings) needs ai:invoke.
+        invoke = ["ai:invoke"] if svc == "orchestrator" else []
+        assert api_tokens[tokens["client-token"]] == [
+            f"{scope[svc]}:read",
+            f"{scope[svc]}:write",
+            *invoke,
+        ]
         if svc in ("pricing", "ledger"):
             assert api_tokens[tokens["service-token"]] == [f"{svc}:read", f"{svc}:write"]
         else:
