@@ -111,3 +111,28 @@ async def test_openapi_documents_problems(client: httpx.AsyncClient) -> None:
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     post = spec["paths"]["/v1/widgets"]["post"]["responses"]
     assert PROBLEM_CONTENT_TYPE in post["422"]["content"]
+
+
+async def test_openapi_documents_malformed_json_on_every_json_body(
+    client: httpx.AsyncClient,
+) -> None:
+    """Every operation that takes a JSON body documents the 400 it answers for a malformed one
+    (schemathesis' content_type/status checks look the status up); others do not."""
+    spec = (await client.get("/openapi.json")).json()
+    with_body = 0
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            responses = op["responses"]
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
+                with_body += 1
+                assert PROBLEM_CONTENT_TYPE in responses["400"]["content"], (method, path)
+                codes = [c for c in responses if c != "default"]
+                assert codes == sorted(codes), (method, path)
+                assert list(responses)[-1] == "default"
+            else:
+                assert "400" not in responses, (method, path)
+    assert with_body >= 2
+    malformed = await client.post(
+        "/v1/widgets", content=b"\xff{", headers={"content-type": "application/json"}
+    )
+    assert_problem(malformed, 400, "malformed-json")

@@ -206,8 +206,25 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+# FastAPI's own answer when a JSON body does not decode (bytes that are not UTF-8).
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        # The same problem as fastpath's read_body gives for the same bytes.
+        reason = "the body is not valid UTF-8 JSON"
+        return problem_response(
+            problem_body(
+                400,
+                "malformed-json",
+                "Malformed JSON body",
+                reason,
+                request.url.path,
+                {"errors": [{"field": "body", "reason": reason, "code": "json_invalid"}]},
+            )
+        )
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers) if exc.headers else {}
@@ -361,7 +378,28 @@ def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                         "description": responses[code].get("description", "Problem"),
                         **problem,
                     }
+            if "400" not in responses and _takes_json(operation):
+                # Every JSON body goes through the same parser (FastAPI's or fastpath's
+                # read_body): a body that is not JSON (or not UTF-8) is a 400 malformed-json.
+                _insert_response(responses, "400", {"description": MALFORMED_JSON, **problem})
             responses.setdefault(
                 "default", {"description": "Error (application/problem+json)", **problem}
             )
     return schema
+
+
+MALFORMED_JSON = "Malformed JSON body: not JSON or not UTF-8 (problem+json, type malformed-json)"
+
+
+def _takes_json(operation: dict[str, Any]) -> bool:
+    content = operation.get("requestBody", {}).get("content", {})
+    return any(t == "application/json" or t.endswith("+json") for t in content)
+
+
+def _insert_response(responses: dict[str, Any], code: str, response: dict[str, Any]) -> None:
+    """Add ``code`` in status order (before the first higher status, ``default`` last)."""
+    items = list(responses.items())
+    at = next((i for i, (c, _) in enumerate(items) if c == "default" or c > code), len(items))
+    items.insert(at, (code, response))
+    responses.clear()
+    responses.update(items)
