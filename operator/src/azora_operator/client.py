@@ -115,13 +115,24 @@ class AdminClient:
         return url
 
     async def _request(
-        self, method: str, url: str, body: JSON | None = None
+        self,
+        method: str,
+        url: str,
+        body: JSON | None = None,
+        *,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+        params: dict[str, str] | None = None,
     ) -> tuple[int, JSON | None]:
         try:
             async with (
                 self._slots,
                 self._session.request(
-                    method, url, json=body, headers=self._headers, timeout=self._timeout
+                    method,
+                    url,
+                    json=body,
+                    params=params,
+                    headers=self._headers,
+                    timeout=client_timeout or self._timeout,
                 ) as resp,
             ):
                 status = resp.status
@@ -182,6 +193,19 @@ class AdminClient:
         if status == 404:
             return None
         if status != 200 or body is None:
+            raise ServiceUnavailable(f"GET {url}: HTTP {status}")
+        return body
+
+    async def changes(self, plural: str, after: str | None, wait: float) -> JSON:
+        """One long poll of the insight change feed: ``{cursor, reset, keys}``.
+
+        Holds one of the service's call slots while it waits (the other calls keep the rest).
+        """
+        url = self._url(plural) + "/changes"
+        params = {"wait": f"{wait:g}", **({"after": after} if after else {})}
+        timeout = aiohttp.ClientTimeout(total=wait + (self._timeout.total or 0.0))
+        status, body = await self._request("GET", url, client_timeout=timeout, params=params)
+        if status != 200 or body is None or not isinstance(body.get("keys"), list):
             raise ServiceUnavailable(f"GET {url}: HTTP {status}")
         return body
 

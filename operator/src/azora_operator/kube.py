@@ -162,6 +162,34 @@ class KubeReader:
                 )
         return "ok"
 
+    async def get_object(self, path: str, name: str) -> dict[str, Any] | None:
+        """The object ``name`` of a collection (``/apis/…/namespaces/ns/plural``), or ``None``.
+
+        A list with a field selector, not a GET of the object: the operator's RBAC grants
+        ``list``/``watch`` on the kinds (what Kopf needs), and this needs no more.
+        """
+        try:
+            session, info = self._client()
+        except SecretProblem as exc:
+            raise KubeListError(str(exc)) from None
+        url = f"{info.server.rstrip('/')}{path}"
+        params = {"fieldSelector": f"metadata.name={name}"}
+        try:
+            async with session.get(url, params=params, timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    raise KubeListError(f"GET {path}: HTTP {resp.status}")
+                body: dict[str, Any] = await resp.json()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise KubeListError(f"GET {path}: {type(exc).__name__}") from None
+        items = [i for i in body.get("items") or () if isinstance(i, dict)]
+        if not items:
+            return None
+        found: dict[str, Any] = items[0]
+        # A list's items carry no kind/apiVersion; a Kopf body reads them from the object.
+        found.setdefault("apiVersion", body.get("apiVersion"))
+        found.setdefault("kind", str(body.get("kind", "")).removesuffix("List"))
+        return found
+
     async def list_objects(self, path: str) -> list[dict[str, Any]]:
         """Every object of a collection (``/apis/…/namespaces/ns/plural``), page by page.
 

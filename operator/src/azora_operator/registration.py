@@ -12,6 +12,9 @@ Per kind (``kinds.KINDS``):
 ``timer`` ``resync``          ``resync.resync_object``: drift repair and live insight
 ============================  ==============================================================
 
+and, per kind whose service has an insight change feed, a long poll that runs the same
+``resync_object`` for just the objects whose insight changed (live.py).
+
 and for AIModelRoute's Secrets an index (Secret → routes) and a Secret watch (secrets.py).
 Besides the handlers, ``@kopf.on.startup`` starts the orphan sweep (prune.py) as a task of the
 operator process: it is about configs that have *no* object, so no per-object timer can carry it.
@@ -28,6 +31,7 @@ from aiohttp import web
 
 from azora_operator.http import build_app, start_server
 from azora_operator.kinds import AI_MODEL_ROUTE, GROUP, KINDS, VERSION, Kind
+from azora_operator.live import LiveInsight
 from azora_operator.prune import OrphanSweep
 from azora_operator.reconcile import Reconciler
 from azora_operator.resync import resync_object
@@ -47,6 +51,7 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(settings)
     rotation = SecretRotation(reconciler.kube)
+    live = LiveInsight(reconciler)
     server: list[web.AppRunner] = []
     tasks: list[asyncio.Task[None]] = []
 
@@ -81,6 +86,7 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
         sweep = OrphanSweep(reconciler)
         if sweep.kinds():
             tasks.append(asyncio.create_task(sweep.run(), name="orphan-sweep"))
+        tasks.extend(live.tasks())
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
@@ -102,7 +108,7 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
         return reconciler.kube.use(info) if info is not None else None
 
     for kind in KINDS:
-        _register_kind(registry, reconciler, kind)
+        _register_kind(registry, reconciler, kind, live)
 
     kopf.index(GROUP, VERSION, AI_MODEL_ROUTE.plural, id=ROUTE_SECRETS_INDEX, registry=registry)(
         index_route_secrets
@@ -130,7 +136,9 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, R
     return registry, reconciler
 
 
-def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind: Kind) -> None:
+def _register_kind(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, kind: Kind, live: LiveInsight
+) -> None:
     resource = (GROUP, VERSION, kind.plural)
     settings = reconciler.settings
 
@@ -144,6 +152,7 @@ def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind
         retry: int,
         **_: Any,
     ) -> None:
+        live.adopt_context()
         await reconciler.apply(
             kind, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=retry
         )
@@ -152,6 +161,7 @@ def _register_kind(registry: kopf.OperatorRegistry, reconciler: Reconciler, kind
         await reconciler.remove(kind, body=body, meta=meta, retry=retry)
 
     async def resync(*, body: kopf.Body, **_: Any) -> None:
+        live.adopt_context()
         await resync_object(reconciler, kind, body)
 
     # An unreachable service raises kopf.TemporaryError with its own exponential delay

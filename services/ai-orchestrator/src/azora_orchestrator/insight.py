@@ -7,8 +7,10 @@ a route whose view changed: a backend's health (healthy / unknown / ejected / un
 effective weight, in tenths of its configured weight (a ramp is a few steps, not a stream).
 The operator then copies ``GET /admin/v1/routes/{ns}/{name}/status`` into the route's status.
 
-A route seen for the first time is not published: installing it went through the operator,
-which wrote its status; its first health change (``unknown`` -> ``healthy``) is published.
+A route seen for the first time is published only when a backend's health is already known
+(its first check passed before this look): installing it went through the operator, which wrote
+a status with its backends ``unknown``; a later first change (``unknown`` -> ``healthy``) is
+published like any other.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class HealthWatch:
         for key, route in self.gateway.table.by_key.items():
             seen[key] = fingerprint(route, now)
             before = self._seen.get(key)
-            if before is not None and before != seen[key]:
+            if before is None:
+                before = tuple((name, "unknown", weight) for name, _, weight in seen[key])
+            if before != seen[key]:
                 changed.append(route)
                 self.feed.publish(PLURAL, route.namespace, route.name)
         self._seen = seen
