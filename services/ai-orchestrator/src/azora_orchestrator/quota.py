@@ -67,6 +67,10 @@ def estimate_cost(key: KeyInfo, route: Route, prompt: int, completion: int) -> i
 log = logging.getLogger("azora.orchestrator.quota")
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
+
+
 class SharedState:
     """The connection pool for the admission statement, and the admissions queued per key.
 
@@ -95,6 +99,10 @@ class SharedState:
             max_size=self.size,
             command_timeout=5,
             server_settings={"synchronous_commit": "off"},
+            # Nothing here changes session state (no SET, LISTEN, advisory or prepared-by-name
+            # state; SET LOCAL ends with its transaction), so a connection going back to the
+            # pool needs no reset query: one round trip per admission, not two.
+            reset=_no_reset,
         )
 
     async def stop(self) -> None:
