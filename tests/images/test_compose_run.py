@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -267,9 +268,43 @@ class ComposeProject:
             self.podman("volume", "rm", "-f", name, check=False)
 
 
+def _netavark_chains() -> set[tuple[str, str]]:
+    """(table, chain) of every NETAVARK chain in the host's iptables."""
+    chains = set()
+    for table in ("filter", "nat", "mangle"):
+        saved = subprocess.run(
+            ["iptables-save", "-t", table], capture_output=True, text=True, check=False
+        ).stdout
+        chains |= {
+            (table, line[1:].split()[0])
+            for line in saved.splitlines()
+            if line.startswith(":NETAVARK")
+        }
+    return chains
+
+
+def _remove_chains(chains: set[tuple[str, str]]) -> None:
+    """Remove the firewall chains netavark made for this run (it keeps its global ones after
+    the last network is gone): first every rule that jumps to one, then the chains."""
+    for table in {t for t, _ in chains}:
+        mine = {c for t, c in chains if t == table}
+        saved = subprocess.run(
+            ["iptables-save", "-t", table], capture_output=True, text=True, check=False
+        ).stdout
+        for line in saved.splitlines():
+            parts = shlex.split(line)  # comments are quoted: '--comment "netavark ... rules"'
+            if line.startswith("-A ") and "-j" in parts and parts[parts.index("-j") + 1] in mine:
+                subprocess.run(["iptables", "-t", table, "-D", *parts[1:]], check=False)
+        for chain in mine:
+            subprocess.run(["iptables", "-t", table, "-F", chain], check=False)
+        for chain in mine:
+            subprocess.run(["iptables", "-t", table, "-X", chain], check=False)
+
+
 @pytest.fixture
 def platform(podman_env: dict[str, str], images: str) -> Iterator[ComposeProject]:
     project = ComposeProject(_require(), podman_env, images)
+    chains_before = _netavark_chains()
     try:
         project.up()
         yield project
@@ -278,7 +313,10 @@ def platform(podman_env: dict[str, str], images: str) -> Iterator[ComposeProject
         left = project.leftovers()
         if left:
             project.remove_everything()
+        # Only the chains this run made: a netavark already in use on the machine keeps its own.
+        _remove_chains(_netavark_chains() - chains_before)
         assert not left, f"`down -v` left {left} behind:\n{down.stderr[-3000:]}"
+        assert not _netavark_chains() - chains_before, "netavark firewall chains left behind"
 
 
 def _wait_ready(url: str, project: ComposeProject, service: str, timeout: float = 120) -> None:
