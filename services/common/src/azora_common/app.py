@@ -26,6 +26,32 @@ from azora_common.migrations import head_revision
 from azora_common.runtime import tune_gc
 from azora_common.settings import ServiceSettings
 
+
+def parameters_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Path, query and header parameters are strings on the wire and can never be JSON null:
+    an optional one (``str | None = None``) is documented by FastAPI as ``anyOf [X, null]``,
+    which says less than the server enforces (a fuzzer's "null" passes as the 4-letter text).
+    Being optional is ``required: false``; the schema is X alone, keeping title/description."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                param_schema = parameter.get("schema", {})
+                branches = param_schema.get("anyOf")
+                if not isinstance(branches, list):
+                    continue
+                rest = [b for b in branches if b != {"type": "null"}]
+                if len(rest) == 1 and len(rest) < len(branches):
+                    outer = {
+                        k: v
+                        for k, v in param_schema.items()
+                        if k != "anyOf" and not (k == "default" and v is None)
+                    }
+                    parameter["schema"] = {**rest[0], **outer}
+    return schema
+
+
 ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -100,13 +126,15 @@ def create_service_app(
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
-            app.openapi_schema = problem_openapi(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    description=app.description,
-                    routes=app.routes,
-                    tags=app.openapi_tags,
+            app.openapi_schema = parameters_openapi(
+                problem_openapi(
+                    get_openapi(
+                        title=app.title,
+                        version=app.version,
+                        description=app.description,
+                        routes=app.routes,
+                        tags=app.openapi_tags,
+                    )
                 )
             )
         return app.openapi_schema
