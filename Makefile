@@ -52,8 +52,13 @@ test: sync kube-tools system-deps lint ## the full test suite (real PostgreSQL, 
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: fuzz
-fuzz: sync ## deep API fuzzing of the four services (schemathesis: every check, stateful links, 300 examples/operation); counts in .local/fuzz/
-	AZORA_FUZZ=deep AZORA_FUZZ_OUT=.local/fuzz $(UV) run pytest tests/fuzz -s -p no:cacheprovider $(PYTEST_ARGS)
+FUZZ_SERVICES ?= enrollment ledger pricing orchestrator
+fuzz: sync ## deep API fuzzing, one service after another (schemathesis: every check, stateful links, 300 examples/operation; FUZZ_SERVICES=ledger); counts in .local/fuzz/
+	@failed=; for s in $(FUZZ_SERVICES); do \
+	  AZORA_FUZZ=deep AZORA_FUZZ_SERVICES=$$s AZORA_FUZZ_OUT=.local/fuzz $(UV) run pytest tests/fuzz -s -p no:cacheprovider $(PYTEST_ARGS) || failed="$$failed $$s"; \
+	done; \
+	for s in $(FUZZ_SERVICES); do $(UV) run python -m tests.fuzz.summary .local/fuzz/$$s.json; done; \
+	if [ -n "$$failed" ]; then echo "fuzz failed:$$failed"; exit 1; fi
 
 .PHONY: bench
 bench: sync tools ## benchmarks, shared method (bench/harness); results under bench/results/ (AREAS="ledger pricing", SMOKE=1)

@@ -1,0 +1,46 @@
+"""schemathesis hooks for the fuzz runs (loaded with ``SCHEMATHESIS_HOOKS=tests.fuzz.hooks``).
+
+Only requests that are valid HTTP are sent. schemathesis (3.x) filters header values that are
+not latin-1 or hold CR/LF, but still generates other control characters (``\\x0f``, ``\\x7f``)
+in header values; RFC 9110 §5.5 forbids them, and uvicorn's parser refuses such a request with
+its own ``400 text/plain`` ("Invalid HTTP request received.") before any service code runs. Those
+responses tested the HTTP parser, not the API, and showed up as ``content_type_conformance``
+failures. Every other generated header (unknown names, wrong types, empty values) is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import schemathesis
+from schemathesis.hooks import HookContext
+
+# RFC 9110 §5.6.2 token (field-name) and §5.5 field-value (VCHAR, obs-text, SP, HTAB).
+_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def valid_http_headers(headers: dict[str, Any] | None) -> bool:
+    if not headers:
+        return True
+    return all(
+        bool(_NAME.match(str(name))) and bool(_VALUE.match(str(value)))
+        for name, value in headers.items()
+    )
+
+
+@schemathesis.hook
+def filter_headers(context: HookContext, headers: dict[str, Any] | None) -> bool:
+    return valid_http_headers(headers)
+
+
+@schemathesis.hook
+def after_call(context: HookContext, case: Any, response: Any) -> None:
+    """JSON is UTF-8 (RFC 8259 §8.1; ``application/json`` defines no charset). schemathesis reads
+    ``response.text``, for which ``requests`` guesses the charset of a body whose media type has
+    none: a 422 problem quoting a path of odd characters was guessed as Shift-JIS and reported
+    as "JSON deserialization error". The body is unchanged; only the decoding is fixed."""
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type.endswith(("/json", "+json")) and hasattr(response, "encoding"):
+        response.encoding = response.encoding or "utf-8"
