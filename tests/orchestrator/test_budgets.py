@@ -302,3 +302,18 @@ async def test_route_limits_split_across_three_replicas(
     elapsed = time.monotonic() - started
     expected = rpm + rpm / 60 * elapsed
     assert 0.9 * expected <= admitted <= 1.1 * expected, (admitted, expected)
+
+
+async def test_absurd_max_tokens_never_makes_a_negative_reservation(
+    gw: Gw, admin: Admin, http: aiohttp.ClientSession, backends
+) -> None:
+    a = await backends("a")
+    model = unique("absurd")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a, price=PRICE)]})
+    secret, key = await create_key(http, gw, budget={"amount": 100, "unit": "USD"})
+    await wait_for_key([gw], key["id"])
+    for cap in (-(10**6), 10**30):
+        status, body, _ = await chat(http, gw, model, headers=bearer(secret), max_tokens=cap)
+        assert status in (200, 402), body  # never a 5xx, never a negative reservation
+        spend = await spend_of(http, gw, key["id"])
+        assert spend["reserved"] >= 0

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("azora.orchestrator")
 
 INVOKE_SCOPE = "ai:invoke"
+MAX_TOKENS_ESTIMATE = 1_000_000_000
+MAX_REPORTED_TOKENS = 1_000_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +93,10 @@ class Ticket:
         prompt = int_or_zero(usage.get("prompt_tokens"))
         completion = int_or_zero(usage.get("completion_tokens"))
         total = int_or_zero(usage.get("total_tokens")) or prompt + completion
-        self.prompt_tokens = prompt
-        self.completion_tokens = completion
+        # Recorded and priced: bounded so that a backend's nonsense cannot overflow a bigint
+        # and poison the usage batch it is written in.
+        self.prompt_tokens = min(max(prompt, 0), MAX_REPORTED_TOKENS)
+        self.completion_tokens = min(max(completion, 0), MAX_REPORTED_TOKENS)
         self.usage_known = True
         # The buckets were charged the estimate; charge the difference now.
         for bucket in self.charged:
@@ -292,7 +296,9 @@ class Admission:
             return prompt, 0
         cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
         out = int_or_zero(cap) or self.settings.default_max_tokens_estimate
-        return prompt, out
+        # A negative or absurd cap must not make a reservation negative or overflow a bigint
+        # (the backend answers such a request 400; the reservation is released then).
+        return prompt, min(max(out, 0), MAX_TOKENS_ESTIMATE)
 
     def _bucket(self, route: str, client: str, kind: str, per_minute: int, now: float) -> Bucket:
         key = (route, client, kind)
