@@ -161,6 +161,10 @@ def test_secrets_and_dev_database_come_before_the_migrations() -> None:
     init = one(objects, "ConfigMap", "azora-postgresql-init")["data"]["01-databases.sql"]
     for svc in SERVICES:
         assert f"CREATE DATABASE azora_{svc} OWNER azora;" in init
+    # The StatefulSet is governed by a headless Service; clients use the ClusterIP one.
+    governing = one(objects, "Service", postgres["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert one(objects, "Service", "azora-postgresql")["spec"]["type"] == "ClusterIP"
 
 
 def test_external_database_values() -> None:
