@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from azora_common.app import create_service_app
 from azora_common.fastpath import install_fast_routes
 from azora_common.listener import RevisionListener
-from azora_orchestrator import __version__, repository
+from azora_orchestrator import __version__, openapi_extra, repository
 from azora_orchestrator.api import FAST_ROUTES, data_plane, key_router, router, usage_router
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.health import ActiveHealthChecker
@@ -78,4 +79,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     # The data plane answers as ServiceApp plain routes: the platform middleware (request id,
     # azora_http_* metrics, body guard) around a direct call of the handler.
     install_fast_routes(app, FAST_ROUTES)
+    platform_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The platform documents a problem+json 400 for every JSON body; the data plane answers
+        # in the OpenAI error shape (its `default` response, openapi_extra.py) instead.
+        return openapi_extra.without_problem_answers(platform_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -93,3 +93,18 @@ MODELS: dict[str, Any] = {
         **_errors(401, 403),
     },
 }
+
+
+DATA_PLANE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+
+
+def without_problem_answers(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop the problem+json answers the platform adds to the data plane's operations (in
+    place, idempotent): their errors are the OpenAI-shaped ``default`` response."""
+    for path in DATA_PLANE_PATHS:
+        for operation in schema.get("paths", {}).get(path, {}).values():
+            if isinstance(operation, dict):
+                responses = operation.get("responses", {})
+                for code in [c for c in responses if c[0] in "45"]:
+                    del responses[code]
+    return schema
