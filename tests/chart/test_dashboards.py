@@ -292,7 +292,13 @@ def _traffic(services: dict[str, ServiceProcess], model_url: str, cp: LocalContr
         stream = {**chat, "stream": True, "stream_options": {"include_usage": True}}
         status, body = call(f"{orchestrator}/v1/chat/completions", "POST", stream)
         assert status == 200, body
-    # A cohort through the operator: reconciles, resources by condition, cohort gauges.
+    # A cohort through the operator: reconciles, resources by condition, cohort gauges. Its
+    # product comes from the example catalog (as `make up` seeds it): enrollment-service refuses
+    # a priced cohort whose product azora-pricing does not know.
+    catalog = json.loads((ROOT / "examples" / "catalog" / "catalog.json").read_text())
+    for sku, product in catalog["pricing"]["products"].items():
+        status, body = call(f"{pricing}/v1/products/{sku}", "PUT", product)
+        assert status in (200, 201), body
     result = cp.kubectl("apply", "-f", str(ROOT / "examples" / "enrollmentcohort.yaml"))
     assert result.returncode == 0, result.stderr
 
