@@ -246,8 +246,10 @@ def eventually(predicate: Callable[[], Any], what: str, timeout: float = 60) -> 
 
 
 @pytest.fixture(scope="session")
-def examples_applied(cluster: Cluster, release: Release) -> None:
-    """`kubectl apply -f examples/`, then every example resource Ready."""
+def examples_applied(cluster: Cluster, release: Release, priced: None) -> None:
+    """`kubectl apply -f examples/` (after the catalog the example cohort is priced from, as
+    `make up` seeds it: enrollment-service refuses a cohort whose product pricing does not
+    know), then every example resource Ready."""
     from tests.cluster.test_2_operator import EXAMPLES, example_converged
 
     # The Kubernetes manifests of examples/ (the folder also holds compose files and data).
@@ -261,7 +263,7 @@ def examples_applied(cluster: Cluster, release: Release) -> None:
 
 
 @pytest.fixture(scope="session")
-def priced(release: Release, examples_applied: None) -> None:
+def priced(release: Release) -> None:
     """The example cohort's product in the pricing catalogue (through pricing's REST API)."""
     import httpx
 
