@@ -1,12 +1,40 @@
-"""Small builders for the three kinds, each in its own namespace and with unique names."""
+"""Small builders for the kinds, each in its own namespace and with unique names."""
 
 from __future__ import annotations
 
+import http.server
+import threading
+from functools import cache
 from typing import Any
 
 from tests.operator.kube import unique
 
 API = "azora.io/v1alpha1"
+
+
+class _Models(http.server.BaseHTTPRequestHandler):
+    """The smallest OpenAI-compatible backend a route's health check accepts."""
+
+    def do_GET(self) -> None:
+        ok = self.path.rstrip("/").endswith("/models")
+        body = b'{"object": "list", "data": []}' if ok else b"{}"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@cache
+def backend_url() -> str:
+    """A real backend that answers the routes' health checks, for the test session: a route is
+    Ready only once a backend has answered (honest readiness), so the builders point at it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Models)
+    threading.Thread(target=server.serve_forever, daemon=True, name="models-backend").start()
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
 
 
 def rule(ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -24,8 +52,8 @@ def route(ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": unique("model"),
         "backends": [
-            {"name": "a", "url": "http://127.0.0.1:9/v1", "weight": 2},
-            {"name": "b", "url": "http://127.0.0.1:9/v1"},
+            {"name": "a", "url": backend_url(), "weight": 2},
+            {"name": "b", "url": backend_url()},
         ],
     }
     body.update(spec)

@@ -47,7 +47,14 @@ def test_every_kind_gets_change_handlers_and_one_resync_timer() -> None:
 
 # Before the restart below: a restarted operator starts its counters from zero.
 @pytest.mark.e2e
-def test_metrics_count_reconciles_and_resources(operator: OperatorProcess) -> None:
+def test_metrics_count_reconciles_and_resources(
+    kube: LocalControlPlane, operator: OperatorProcess, ns: str
+) -> None:
+    # Its own resources, so the counters have something to count whatever ran before.
+    made = (rule(ns), cohort(ns))
+    apply(kube, list(made))
+    for obj in made:
+        wait_condition(kube, obj["kind"], ns, obj["metadata"]["name"], status="True")
     text = operator.metrics()
     assert 'azora_operator_reconciles_total{kind="EnrollmentCohort",result="applied"}' in text
     assert "azora_operator_reconcile_duration_seconds_bucket" in text
