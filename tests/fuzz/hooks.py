@@ -44,3 +44,15 @@ def after_call(context: HookContext, case: Any, response: Any) -> None:
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type.endswith(("/json", "+json")) and hasattr(response, "encoding"):
         response.encoding = response.encoding or "utf-8"
+
+
+@schemathesis.hook
+def filter_path_parameters(context: HookContext, path_parameters: dict[str, Any] | None) -> bool:
+    """A negative path value that is not a string (an object, a list) is put into the URL as its
+    Python ``str()`` without percent-encoding (strings are encoded); a ``/``, ``?`` or ``#`` in it
+    then moves the request to another route (``POST /v1/accounts/{'…?…'}/close`` arrived as
+    ``POST /v1/accounts/{'…`` and got a correct 405), which tests the URL, not the operation."""
+    return not any(
+        not isinstance(value, str) and any(c in str(value) for c in "/?#")
+        for value in (path_parameters or {}).values()
+    )
