@@ -108,11 +108,20 @@ async def test_resync_leaves_to_the_change_handlers_what_is_theirs() -> None:
     never_applied = _synced_rule()
     del never_applied["status"]["conditions"]
     in_flight = _synced_rule(generation=3, observed=2)  # the update's apply has not reported
-    rejected = _synced_rule(synced="False", reason="InvalidTiers")
-    for body in (never_applied, in_flight, rejected):
+    for body in (never_applied, in_flight):
         service = _Service(None)
         reconciler, patch, posted = await _resync(body, service)
         assert (service.asked, reconciler.applied, dict(patch), posted) == (0, [], {}, [])
+
+
+async def test_resync_offers_a_refused_spec_again() -> None:
+    # A refusal may name something outside the spec that appears later (UnknownProduct): the
+    # same generation is offered again, without asking the service for its status first, and
+    # not as drift.
+    rejected = _synced_rule(synced="False", reason="UnknownProduct")
+    service = _Service(None)
+    reconciler, _, posted = await _resync(rejected, service)
+    assert (service.asked, reconciler.applied, posted) == (0, [False], [])
 
 
 async def test_resync_repairs_drift_and_copies_live_figures() -> None:

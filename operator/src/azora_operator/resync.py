@@ -118,7 +118,7 @@ async def resync(
         # UnpricedCurrency until it has the price). An unchanged refusal costs one PUT and
         # writes no status (same conditions); an accepted one becomes Ready.
         await reconciler.apply(
-            kind, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=0
+            kind, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=0, drift=False
         )
         return
     try:
