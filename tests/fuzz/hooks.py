@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 import schemathesis
+from jsonschema import Draft202012Validator
 from schemathesis.hooks import HookContext
 
 # RFC 9110 §5.6.2 token (field-name) and §5.5 field-value (VCHAR, obs-text, SP, HTAB).
@@ -46,13 +47,47 @@ def after_call(context: HookContext, case: Any, response: Any) -> None:
         response.encoding = response.encoding or "utf-8"
 
 
+def _as_text(value: Any) -> str:
+    # What schemathesis puts into the URL for a scalar that is not a string.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _negation_survives(context: HookContext, path_parameters: dict[str, Any]) -> bool:
+    """False when every path value, as the text that is sent, is valid for its parameter: a
+    negative integer/null for a string parameter (``0``, ``null``) is sent as the valid text
+    "0"/"null" (``DELETE /admin/v1/pricing-policies/0/null``: both match the declared
+    patterns, and a 204 is the right answer). Such a case is no longer negative data."""
+    operation = getattr(context, "operation", None)
+    if operation is None:
+        return True
+    for parameter in operation.path_parameters:
+        if parameter.name not in path_parameters:
+            continue
+        value = path_parameters[parameter.name]
+        schema = parameter.definition.get("schema", {})
+        text = value if isinstance(value, str) else _as_text(value)
+        if isinstance(value, str) or not Draft202012Validator(schema).is_valid(text):
+            return True
+    return False
+
+
 @schemathesis.hook
 def filter_path_parameters(context: HookContext, path_parameters: dict[str, Any] | None) -> bool:
     """A negative path value that is not a string (an object, a list) is put into the URL as its
     Python ``str()`` without percent-encoding (strings are encoded); a ``/``, ``?`` or ``#`` in it
     then moves the request to another route (``POST /v1/accounts/{'…?…'}/close`` arrived as
     ``POST /v1/accounts/{'…`` and got a correct 405), which tests the URL, not the operation."""
-    return not any(
+    if not path_parameters:
+        return True
+    if any(
         not isinstance(value, str) and any(c in str(value) for c in "/?#")
-        for value in (path_parameters or {}).values()
-    )
+        for value in path_parameters.values()
+    ):
+        return False
+    if all(isinstance(v, str) for v in path_parameters.values()):
+        return True
+    return _negation_survives(context, path_parameters)
