@@ -90,3 +90,18 @@ async def test_bad_policies_are_refused_naming_the_field(client: httpx.AsyncClie
     assert (await put_policy(client, stale, {"CHF": "half-up"}, generation=3)).is_success
     older = await put_policy(client, stale, {"CHF": "half-down"}, generation=2)
     assert_problem(older, 409)
+
+
+async def test_delete_checks_the_documented_namespace_and_name_patterns(
+    client: httpx.AsyncClient,
+) -> None:
+    """The deep fuzz run flagged ``DELETE …/pricing-policies/0/false`` (204): both segments are
+    valid (they match the declared patterns) and deleting an absent policy is a no-op. Segments
+    that break the patterns are refused with a problem naming the path parameter."""
+    ok = await client.delete("/admin/v1/pricing-policies/0/false", headers=ADMIN)
+    assert ok.status_code == 204, ok.text
+    for path, field in [
+        ("/admin/v1/pricing-policies/Bad_NS/x", "path.namespace"),
+        ("/admin/v1/pricing-policies/default/-x", "path.name"),
+    ]:
+        assert_problem(await client.delete(path, headers=ADMIN), 422, field)
