@@ -166,6 +166,9 @@ async def test_bad_key_requests_are_problems(gw: Gw, http: aiohttp.ClientSession
         {"team": "t", "owner": "x", "expiresAt": "2030-01-01T00:00:00"},
         {"team": "t", "owner": "x", "requestsPerMinute": 0},
         {"team": "t", "owner": "x", "unknown": 1},
+        # Found by fuzzing: booleans were read as integers (true -> 1).
+        {"team": "t", "owner": "x", "tokensPerMinute": True},
+        {"team": "t", "owner": "x", "budget": {"amount": True, "unit": "USD"}},
     ]
     for body in bad:
         async with http.post(f"{gw.base_url}/admin/v1/keys", json=body, headers=admin_h) as resp:

@@ -221,7 +221,8 @@ class _Body(BaseModel):
 class KeyBudget(_Body):
     """A spending cap per window: an amount in a currency's minor units, or tokens."""
 
-    amount: int = Field(ge=1, le=10**15, description="Minor units (cents) or tokens.")
+    # strict: a JSON true is not the integer 1 (pydantic's lax mode would store it as 1).
+    amount: int = Field(ge=1, le=10**15, strict=True, description="Minor units (cents) or tokens.")
     unit: str = Field(
         pattern=r"^([A-Z]{3}|tokens)$", description="ISO 4217 currency code, or 'tokens'."
     )
@@ -249,10 +250,10 @@ class KeyCreate(_Body):
         description="Public model names the key may call; empty means every model.",
     )
     requests_per_minute: int | None = Field(
-        default=None, alias="requestsPerMinute", ge=1, le=10_000_000
+        default=None, alias="requestsPerMinute", ge=1, le=10_000_000, strict=True
     )
     tokens_per_minute: int | None = Field(
-        default=None, alias="tokensPerMinute", ge=1, le=2_000_000_000
+        default=None, alias="tokensPerMinute", ge=1, le=2_000_000_000, strict=True
     )
     budget: KeyBudget | None = None
     expires_at: datetime | None = Field(default=None, alias="expiresAt")
