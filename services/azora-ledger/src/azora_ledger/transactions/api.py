@@ -20,7 +20,13 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from azora_common.db import Database, SessionDep, unit_of_work
-from azora_common.fastpath import FastRoute, authorize, read_body, validate_request
+from azora_common.fastpath import (
+    FastRoute,
+    authorize,
+    plain_route_openapi,
+    read_body,
+    validate_request,
+)
 from azora_common.idempotency import json_response, run_idempotent
 from azora_ledger.gate import WriteGate
 from azora_ledger.http import Limit, ReadDep, SafeText, TransactionCursor, WriteDep, respond
@@ -42,39 +48,6 @@ router = APIRouter(tags=["transactions"])
 
 # The request models of the plain routes, for the OpenAPI document's components (app.py).
 REQUEST_MODELS = (BatchIn, TransactionIn)
-_KEY_DOC = "Makes the request safe to retry: same key and body replay the first response."
-
-
-def _plain_route_openapi(model: type[Any]) -> dict[str, Any]:
-    """What FastAPI generates for a route with ``model`` as its body, the idempotency key
-    header and the write scope, for a route that reads them itself."""
-    return {
-        "security": [{"HTTPBearer": []}],
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {
-                    "anyOf": [
-                        {"type": "string", "minLength": 1, "maxLength": 255},
-                        {"type": "null"},
-                    ],
-                    "description": _KEY_DOC,
-                    "title": "Idempotency-Key",
-                },
-                "description": _KEY_DOC,
-            }
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        },
-    }
-
-
 # ---- categories ----
 
 
@@ -110,7 +83,7 @@ BATCH_IN: TypeAdapter[BatchIn] = TypeAdapter(BatchIn)
     "/v1/transactions:batch",
     summary="Up to 1,000 transactions: atomic (all or nothing) or independent (per item)",
     responses={422: {"description": "Validation Error"}},
-    openapi_extra=_plain_route_openapi(BatchIn),
+    openapi_extra=plain_route_openapi(BatchIn.__name__),
 )
 async def create_batch(request: Request) -> Response:
     # Same order as FastAPI: body parsed (400 when malformed), then auth, then the header and
@@ -196,7 +169,7 @@ def batch_document(mode: str, outcomes: list[Outcome]) -> dict[str, Any]:
         200: {"model": TransactionOut},
         422: {"description": "Validation Error"},
     },
-    openapi_extra=_plain_route_openapi(TransactionIn),
+    openapi_extra=plain_route_openapi(TransactionIn.__name__),
 )
 async def create_transaction(request: Request) -> Response:
     # Same order as FastAPI: body parsed (400 when malformed), then auth, then the header and
