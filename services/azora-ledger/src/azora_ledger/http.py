@@ -1,19 +1,30 @@
-"""What every ledger route shares: scopes, path and query types, and rendering an outcome."""
+"""What every ledger route shares: scopes, path and query types, rendering an outcome, and the
+actions on one transaction (post, void, reverse).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: :func:`transaction_action` declares its
+endpoint's body with the model it is given, so that annotation must be evaluated where it is
+written (FastAPI would resolve a string against this module's globals, where the model is not).
+"""
 
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Path, Query
+from fastapi import APIRouter, Body, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from azora_common.auth import Principal, require_scope
+from azora_common.db import SessionDep
 from azora_common.errors import InvalidField, problem_response
-from azora_common.idempotency import REPLAYED_HEADER, json_response, run_idempotent
-from azora_ledger.schemas import Timestamp
+from azora_common.idempotency import (
+    REPLAYED_HEADER,
+    IdempotencyKeyDep,
+    json_response,
+    run_idempotent,
+)
+from azora_ledger.schemas import Input, Timestamp, TransactionOut
 from azora_ledger.work import Outcome
 
 ReadDep = Annotated[Principal, require_scope("ledger:read")]
@@ -69,27 +80,55 @@ def utc(value: datetime | None, field: str) -> datetime | None:
         raise InvalidField(f"query.{field}", "out of range once converted to UTC") from exc
 
 
-async def idempotent(
-    session: AsyncSession,
-    key: str | None,
-    scope: str,
-    body: Any,
-    work: Callable[[], Awaitable[Outcome | dict[str, Any]]],
-) -> Response:
-    """Run a service call at most once per ``Idempotency-Key`` (azora_common.idempotency):
-    its answer, a refusal included, is stored; ``scope`` is ``"POST <path>"``."""
+M = TypeVar("M", bound=Input)
 
-    async def handler() -> tuple[int, Any]:
-        result = await work()
-        if isinstance(result, Outcome):
-            return result.status, result.body
-        return 200, result
 
-    return await run_idempotent(
-        session,
-        key=key,
-        scope=scope,
-        request_body=body,
-        handler=handler,
-        instance=scope.removeprefix("POST "),
+def transaction_action(
+    router: APIRouter,
+    action: str,
+    model: type[M],
+    work: Callable[[AsyncSession, uuid.UUID, M], Awaitable[Outcome | dict[str, Any]]],
+    *,
+    name: str,
+    summary: str,
+    status_code: int = 200,
+) -> None:
+    """Add ``POST /v1/transactions/{tx_id}/<action>`` to ``router``: an optional ``model`` body
+    (absent: the model's defaults), ``work`` run at most once per ``Idempotency-Key``
+    (azora_common.idempotency), its answer, a refusal included, stored under the scope
+    ``"POST <path>"``. ``name`` is the route's name (its OpenAPI operationId)."""
+
+    async def endpoint(
+        tx_id: uuid.UUID,
+        session: SessionDep,
+        _: WriteDep,
+        key: IdempotencyKeyDep = None,
+        body: Annotated[model | None, Body()] = None,  # type: ignore[valid-type]
+    ) -> Response:
+        given: M = body or model()
+
+        async def handler() -> tuple[int, Any]:
+            result = await work(session, tx_id, given)
+            if isinstance(result, Outcome):
+                return result.status, result.body
+            return 200, result
+
+        path = f"/v1/transactions/{tx_id}/{action}"
+        return await run_idempotent(
+            session,
+            key=key,
+            scope=f"POST {path}",
+            request_body=given.model_dump(mode="json"),
+            handler=handler,
+            instance=path,
+        )
+
+    router.add_api_route(
+        f"/v1/transactions/{{tx_id}}/{action}",
+        endpoint,
+        methods=["POST"],
+        name=name,
+        summary=summary,
+        status_code=status_code,
+        responses={status_code: {"model": TransactionOut}},
     )

@@ -3,9 +3,12 @@ only."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from azora_common.db import SessionDep
@@ -18,6 +21,8 @@ router = APIRouter(tags=["reports"])
 
 CsvNote = "JSON by default; `Accept: text/csv` returns the rows as CSV."
 Currency = Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{2,15}$")]
+From = Annotated[Timestamp | None, Query(alias="from", description="RFC 3339 with offset")]
+To = Annotated[Timestamp | None, Query(alias="to", description="RFC 3339 with offset")]
 
 
 def wants_csv(request: Request) -> bool:
@@ -30,30 +35,31 @@ def report_response(request: Request, report: dict[str, Any]) -> Response:
     return json_response(200, report)
 
 
-@router.get("/v1/reports/trial-balance", summary="Trial balance", description=CsvNote)
-async def trial_balance(
-    request: Request,
-    session: SessionDep,
-    _: ReadDep,
-    as_of: Instant = None,
-    currency: Currency = None,
-) -> Response:
-    return report_response(
-        request, await service.trial_balance(session, utc(as_of, "as_of"), currency)
+def point_in_time_report(
+    path: str,
+    build: Callable[[AsyncSession, datetime | None, str | None], Awaitable[dict[str, Any]]],
+    *,
+    summary: str,
+) -> None:
+    """Add ``GET path``: the report ``build`` makes as of an instant (default: now), of one
+    currency or all. The route is named after ``build`` (its OpenAPI operationId)."""
+
+    async def report(
+        request: Request,
+        session: SessionDep,
+        _: ReadDep,
+        as_of: Instant = None,
+        currency: Currency = None,
+    ) -> Response:
+        return report_response(request, await build(session, utc(as_of, "as_of"), currency))
+
+    router.add_api_route(
+        path, report, methods=["GET"], name=build.__name__, summary=summary, description=CsvNote
     )
 
 
-@router.get("/v1/reports/balance-sheet", summary="Balance sheet", description=CsvNote)
-async def balance_sheet(
-    request: Request,
-    session: SessionDep,
-    _: ReadDep,
-    as_of: Instant = None,
-    currency: Currency = None,
-) -> Response:
-    return report_response(
-        request, await service.balance_sheet(session, utc(as_of, "as_of"), currency)
-    )
+point_in_time_report("/v1/reports/trial-balance", service.trial_balance, summary="Trial balance")
+point_in_time_report("/v1/reports/balance-sheet", service.balance_sheet, summary="Balance sheet")
 
 
 @router.get(
@@ -65,10 +71,8 @@ async def income_statement(
     request: Request,
     session: SessionDep,
     _: ReadDep,
-    start: Annotated[
-        Timestamp | None, Query(alias="from", description="RFC 3339 with offset")
-    ] = None,
-    end: Annotated[Timestamp | None, Query(alias="to", description="RFC 3339 with offset")] = None,
+    start: From = None,
+    end: To = None,
     currency: Currency = None,
 ) -> Response:
     return report_response(
@@ -87,10 +91,8 @@ async def totals(
     session: SessionDep,
     _: ReadDep,
     group_by: Literal["category", "tag"] = "category",
-    start: Annotated[
-        Timestamp | None, Query(alias="from", description="RFC 3339 with offset")
-    ] = None,
-    end: Annotated[Timestamp | None, Query(alias="to", description="RFC 3339 with offset")] = None,
+    start: From = None,
+    end: To = None,
 ) -> Response:
     return report_response(
         request, await service.totals(session, group_by, utc(start, "from"), utc(end, "to"))
