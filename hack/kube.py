@@ -25,21 +25,19 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from azora_devenv.node import ClusterPreconditionError, LocalCluster, cleanup
+from azora_devenv.node import ClusterPreconditionError, LocalCluster, cleanup, restricted_namespace
 from azora_devenv.procs import run
+from azora_devenv.supervisor import DetachedSupervisor
 from azora_devenv.tools import ToolNotFoundError, tool_path
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("AZORA_KUBE_DIR", ROOT / ".local" / "kube")).absolute()
-PID_FILE = STATE / "supervisor.pid"
-READY_FILE = STATE / "supervisor.ready"
-FAILED_FILE = STATE / "supervisor.failed"
+SUPERVISOR = DetachedSupervisor(STATE)
 ARCHIVES_FILE = STATE / "archives.txt"
 ENV_FILE = STATE / "kube.env"
 LOG_DIR = STATE / "logs"
@@ -48,15 +46,6 @@ RELEASE = "azora"
 NAMESPACE = "azora"
 
 log = logging.getLogger("azora.kube")
-
-
-def supervisor_pid() -> int | None:
-    try:
-        pid = int(PID_FILE.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid
 
 
 def kube_env() -> dict[str, str]:
@@ -104,66 +93,39 @@ def image_values() -> str:
 
 def supervise() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     archives = []
     if ARCHIVES_FILE.exists():
         archives = [Path(p) for p in ARCHIVES_FILE.read_text().split()]
     cluster = LocalCluster(CLUSTER_DIR)
-    try:
+
+    def start() -> None:
         cluster.start(images=archives)
         cluster.wait_coredns()
         (STATE / "pids.json").write_text(json.dumps(cluster.pids, indent=1))
-        READY_FILE.write_text(str(time.time()))
-        while not stopping:
-            time.sleep(0.5)
-    except Exception as exc:
-        log.exception("start-up failed")
-        FAILED_FILE.write_text(f"{type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        cluster.stop()
-    return 0
+
+    return SUPERVISOR.serve(start, cluster.stop, log=log, interval=0.5)
 
 
 def start_cluster(timeout: float) -> None:
-    if supervisor_pid() is not None and READY_FILE.exists():
+    if SUPERVISOR.pid() is not None and SUPERVISOR.ready_file.exists():
         return
-    if supervisor_pid() is None and CLUSTER_DIR.exists():
+    if SUPERVISOR.pid() is None and CLUSTER_DIR.exists():
         # A crashed run: remove its leftovers first (by name, see azora_devenv.node.cleanup).
         cleanup(CLUSTER_DIR)
-    for f in (READY_FILE, FAILED_FILE):
-        f.unlink(missing_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with (LOG_DIR / "supervisor.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "supervise"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-    PID_FILE.write_text(str(proc.pid))
+    proc = SUPERVISOR.launch(
+        [sys.executable, __file__, "supervise"], LOG_DIR / "supervisor.log", ROOT
+    )
     print(f"[kube] starting the cluster (logs in {LOG_DIR}) ...", flush=True)
-    while True:
-        if READY_FILE.exists():
-            break
-        if FAILED_FILE.exists() or proc.poll() is not None:
-            message = FAILED_FILE.read_text() if FAILED_FILE.exists() else "see supervisor.log"
-            stop_all()
-            raise SystemExit(f"[kube] cluster start-up failed: {message.splitlines()[0]}")
-        if time.monotonic() - started > timeout:
-            stop_all()
-            raise SystemExit(f"[kube] cluster not ready after {timeout:.0f}s; see {LOG_DIR}")
-        time.sleep(0.25)
+    outcome = SUPERVISOR.wait_ready(proc, timeout)
+    if outcome == "failed":
+        message = SUPERVISOR.failure() or "see supervisor.log"
+        stop_all()
+        raise SystemExit(f"[kube] cluster start-up failed: {message.splitlines()[0]}")
+    if outcome == "timeout":
+        stop_all()
+        raise SystemExit(f"[kube] cluster not ready after {timeout:.0f}s; see {LOG_DIR}")
     print(f"[kube] cluster ready in {time.monotonic() - started:.1f}s", flush=True)
 
 
@@ -194,17 +156,7 @@ def install() -> None:
 
 
 def kubectl_apply_namespace() -> None:
-    ns = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": NAMESPACE,
-            "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-            },
-        },
-    }
+    ns = restricted_namespace(NAMESPACE)
     run([tool_path("kubectl"), "apply", "-f", "-"], env=kube_env(), input=json.dumps(ns))
 
 
@@ -267,18 +219,7 @@ def cmd_up(cluster_only: bool, timeout: float) -> int:
 
 
 def stop_all() -> list[str]:
-    pid = supervisor_pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            os.killpg(pid, signal.SIGKILL)
+    SUPERVISOR.stop(grace=90)
     done = cleanup(CLUSTER_DIR)
     if STATE.exists():
         shutil.rmtree(STATE, ignore_errors=True)
@@ -286,7 +227,7 @@ def stop_all() -> list[str]:
 
 
 def cmd_down() -> int:
-    pid = supervisor_pid()
+    pid = SUPERVISOR.pid()
     done = stop_all()
     what = f"supervisor {pid} stopped" if pid else "no supervisor was running"
     print(f"[kube] {what}; leftovers removed: {len(done)}")
@@ -296,7 +237,7 @@ def cmd_down() -> int:
 
 
 def cmd_status() -> int:
-    pid = supervisor_pid()
+    pid = SUPERVISOR.pid()
     if pid is None:
         print("not running")
         return 1

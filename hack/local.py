@@ -17,8 +17,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,6 +30,7 @@ from seed_catalog import seed as seed_catalog
 from azora_devenv.kube import LocalControlPlane
 from azora_devenv.postgres import LocalPostgres
 from azora_devenv.procs import ManagedProcess, free_port, port_is_open
+from azora_devenv.supervisor import DetachedSupervisor
 from azora_devenv.tools import bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +53,7 @@ def _port_base() -> int:
 
 PORT_BASE = _port_base()
 ENV_FILE = STATE / "azora.env"
-PID_FILE = STATE / "supervisor.pid"
-READY_FILE = STATE / "supervisor.ready"
-FAILED_FILE = STATE / "supervisor.failed"
+SUPERVISOR = DetachedSupervisor(STATE)
 LOG_DIR = STATE / "logs"
 BIN = Path(sys.executable).parent
 
@@ -164,15 +161,6 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def supervisor_pid() -> int | None:
-    try:
-        pid = int(PID_FILE.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return pid
-
-
 # -- the supervisor ----------------------------------------------------------------------------
 
 
@@ -183,27 +171,9 @@ class Supervisor:
         self.pg: LocalPostgres | None = None
         self.cluster: LocalControlPlane | None = None
         self.children: dict[str, ManagedProcess] = {}
-        self.stopping = False
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        try:
-            self.start_all()
-            READY_FILE.write_text(str(time.time()))
-            while not self.stopping:
-                self.watch()
-                time.sleep(1.0)
-        except Exception as exc:
-            log.exception("start-up failed")
-            FAILED_FILE.write_text(f"{type(exc).__name__}: {exc}")
-            return 1
-        finally:
-            self.stop_all()
-        return 0
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self.stopping = True
+        return SUPERVISOR.serve(self.start_all, self.stop_all, log=log, watch=self.watch)
 
     def start_all(self) -> None:
         s = self.state
@@ -356,7 +326,7 @@ class Supervisor:
         # A crashed service is restarted (its log keeps the reason); PostgreSQL and the
         # control plane are not: if they die, the supervisor stops everything.
         for key, proc in self.children.items():
-            if not proc.is_running() and not self.stopping:
+            if not proc.is_running() and not SUPERVISOR.stopping:
                 log.warning("%s exited with %s; restarting", key, proc.returncode)
                 proc.start()
 
@@ -394,7 +364,7 @@ class Supervisor:
             self.pg.stop()
         if self.cluster is not None:
             self.cluster.stop()
-        for f in (PID_FILE, READY_FILE):
+        for f in (SUPERVISOR.pid_file, SUPERVISOR.ready_file):
             f.unlink(missing_ok=True)
 
 
@@ -402,7 +372,7 @@ class Supervisor:
 
 
 def cmd_up(only: str | None, timeout: float) -> int:
-    if supervisor_pid() is not None:
+    if SUPERVISOR.pid() is not None:
         print("already running; `make status` shows what runs, `make down` stops it")
         return 0
     ports = {svc.key: svc.port for svc in SERVICES} | MODEL_BACKENDS
@@ -413,39 +383,17 @@ def cmd_up(only: str | None, timeout: float) -> int:
             return 1
     STATE.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    for f in (READY_FILE, FAILED_FILE):
-        f.unlink(missing_ok=True)
     started = time.monotonic()
     argv = [sys.executable, __file__, "supervise"] + (["--only", only] if only else [])
-    with (LOG_DIR / "supervisor.log").open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-    PID_FILE.write_text(str(proc.pid))
+    proc = SUPERVISOR.launch(argv, LOG_DIR / "supervisor.log", ROOT)
     print(f"starting Azora (logs in {LOG_DIR}) ...", flush=True)
-    while time.monotonic() - started < timeout:
-        if READY_FILE.exists():
-            break
-        if FAILED_FILE.exists() or proc.poll() is not None:
-            print(
-                "start-up failed: "
-                + (
-                    FAILED_FILE.read_text()
-                    if FAILED_FILE.exists()
-                    else "see .local/logs/supervisor.log"
-                ),
-                file=sys.stderr,
-            )
-            cmd_down()
-            return 1
-        time.sleep(0.25)
-    else:
-        print(f"not ready after {timeout:.0f}s; see .local/logs/", file=sys.stderr)
+    outcome = SUPERVISOR.wait_ready(proc, timeout)
+    if outcome != "ready":
+        if outcome == "failed":
+            why = SUPERVISOR.failure() or "see .local/logs/supervisor.log"
+            print(f"start-up failed: {why}", file=sys.stderr)
+        else:
+            print(f"not ready after {timeout:.0f}s; see .local/logs/", file=sys.stderr)
         cmd_down()
         return 1
     print(f"Azora is up in {time.monotonic() - started:.1f}s.\n")
@@ -472,28 +420,15 @@ def summary(only: str | None) -> None:
 
 
 def cmd_down() -> int:
-    pid = supervisor_pid()
-    if pid is None:
+    if SUPERVISOR.stop(grace=60) is None:
         print(f"nothing running from {STATE}")
-        PID_FILE.unlink(missing_ok=True)
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
     else:
-        os.killpg(pid, signal.SIGKILL)
-    PID_FILE.unlink(missing_ok=True)
-    print("stopped")
+        print("stopped")
     return 0
 
 
 def cmd_status() -> int:
-    pid = supervisor_pid()
+    pid = SUPERVISOR.pid()
     if pid is None:
         print(f"Azora is not running from {STATE} (`make up` starts it)")
         return 0

@@ -15,7 +15,6 @@ waitlisted equal to the 201 answers. Goal (issue 17): >= 500 decisions/s, durabl
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -26,16 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.harness import (  # after the line above: the repository root on the path
+    Bench,
     LoadResult,
-    Processes,
     Target,
-    add_arguments,
-    database_server,
-    finish,
-    free_port,
-    recreate_database,
-    run,
-    settings_from,
+    parser,
     settle,
     wrk,
     wrk_script,
@@ -135,20 +128,17 @@ class Cohorts:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--db-pool", type=int, default=20, help="service database pool size")
-    args = parser.parse_args()
-    settings = settings_from(args)
-    with database_server(settings.database) as db, Processes() as procs:
-        url = recreate_database(db, "azora_bench_enrollment")
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        service = procs.start(
+    cli = parser(__doc__)
+    cli.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    cli.add_argument("--db-pool", type=int, default=20, help="service database pool size")
+    args = cli.parse_args()
+    bench = Bench(args)
+    settings = bench.settings
+    with bench:
+        url = bench.database("azora_bench_enrollment")
+        service = bench.procs.serve(
             "enrollment",
-            [sys.executable, "-c", "from azora_enrollment.cli import main; main()", "serve",
-             "--migrate", "--port", str(port), "--workers", str(args.workers)],
+            "azora_enrollment",
             {
                 "ENROLLMENT_DATABASE_URL": url,
                 "ENROLLMENT_ADMIN_TOKEN": ADMIN,
@@ -159,8 +149,9 @@ def main() -> int:
                 "ENROLLMENT_DB_MAX_OVERFLOW": "0",
                 "ENROLLMENT_LOG_LEVEL": "WARNING",
             },
-            ready=api + "/readyz",
-        )  # fmt: skip
+            workers=args.workers,
+        )
+        api = service.url
         cohorts = Cohorts(api)
 
         def before() -> None:
@@ -183,21 +174,19 @@ def main() -> int:
         target = Target(
             "enrollment",
             load,
-            {"service": service.pid, **({"database": db.postmaster} if db.postmaster else {})},
+            bench.db.charge(service=service.pid),
             concurrencies=(*settings.concurrencies, NATURAL_CONCURRENCY),
             before=before,
             after=cohorts.check,
             warm=False,
         )
         warm(16, settings.warmup)  # the harness's own warm-up would reuse a cohort set
-        doc = run(
+        doc = bench.run(
             "enrollment",
             "azora-enrollment benchmark",
             [target],
             [],
-            settings,
-            database=db,
-            own_pids=[service.pid, db.postmaster],
+            own_pids=[service.pid],
             extra={"workers": args.workers, "seats": SEATS, "waitlist": WAITLIST},
         )
     notes = [
@@ -207,9 +196,7 @@ def main() -> int:
         "is >= 500 decisions/s on durable PostgreSQL (issue 17). Outcome checked after every "
         "measurement (capacity, full cohorts, 201 answers = admitted students).",
     ]
-    finish(
-        doc, settings, notes=notes, suffix=f"-workers{args.workers}" if args.workers != 1 else ""
-    )
+    bench.finish(doc, notes=notes, suffix=f"-workers{args.workers}" if args.workers != 1 else "")
     return 0
 
 

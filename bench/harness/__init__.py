@@ -1,17 +1,20 @@
 """The shared bench method (docs: bench/harness/README.md).
 
-from bench.harness import Comparison, Target, add_arguments, run, settings_from, wrk
-settings = settings_from(add_arguments(argparse.ArgumentParser()).parse_args())
-with database_server(settings.database) as db:
-    ...start the service and the reference...
-    doc = run("ledger", "azora-ledger benchmark", targets, comparisons, settings,
-              database=db, own_pids=[service.pid, db.postmaster])
-finish(doc, settings, notes=[...])
+from bench.harness import Bench, Comparison, Target, parser, wrk
+bench = Bench(parser(__doc__).parse_args())
+with bench:  # a PostgreSQL server (bench.db) and the processes it starts (bench.procs)
+    url = bench.database("azora_bench_ledger")
+    service = bench.procs.serve("ledger", "azora_ledger", {"LEDGER_DATABASE_URL": url, ...})
+    ...the targets and the references...
+    doc = bench.run("ledger", "azora-ledger benchmark", targets, comparisons,
+                    own_pids=[service.pid])
+bench.finish(doc, notes=[...])
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -21,7 +24,7 @@ from typing import Any
 
 from .loadgen import LoadResult, pgbench, wrk, wrk_script
 from .postgres import Database, database_server, recreate_database, settle
-from .processes import Processes, free_port
+from .processes import Processes, Service, free_port
 from .report import RESULTS, Comparison, git_commit, machine, markdown, today, write
 from .rounds import Cell, Target, as_dicts, measure, ratios, run_slots, schedule, summarize
 
@@ -61,6 +64,11 @@ def add_arguments(
     )
     g.add_argument("--only", nargs="*", default=[], help="run only these targets")
     return parser
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An area's command line: the first line of its docstring, and the shared options."""
+    return add_arguments(argparse.ArgumentParser(description=doc.splitlines()[0]))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -166,6 +174,52 @@ def run(
     }
 
 
+class Bench:
+    """One area's run: its settings and, inside ``with``, its PostgreSQL server (``db``:
+    ``AZORA_BENCH_DATABASE_URL`` or a private one, as ``--database`` asks) and the processes it
+    starts (``procs``), stopped on the way out, processes first."""
+
+    db: Database
+    procs: Processes
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.settings = settings_from(args)
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Bench:
+        with self._stack as stack:
+            self.db = stack.enter_context(database_server(self.settings.database))
+            self.procs = stack.enter_context(Processes())
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def database(self, name: str) -> str:
+        """A new, empty database ``name`` on the server; its URL."""
+        return recreate_database(self.db, name)
+
+    def run(
+        self,
+        area: str,
+        title: str,
+        targets: Sequence[Target],
+        comparisons: Sequence[Comparison],
+        *,
+        own_pids: Iterable[int | None] = (),
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """:func:`run` with this run's settings and database (its server among ``own_pids``)."""
+        return run(
+            area, title, targets, comparisons, self.settings,
+            database=self.db, own_pids=[*own_pids, self.db.postmaster], extra=extra,
+        )  # fmt: skip
+
+    def finish(self, doc: dict[str, Any], *, notes: Sequence[str] = (), suffix: str = "") -> Path:
+        return finish(doc, self.settings, notes=notes, suffix=suffix)
+
+
 def describe(database: Database | None) -> dict[str, Any]:
     if database is None:
         return {"label": "none (no database in this benchmark)", "durable": None, "version": "-"}
@@ -192,16 +246,19 @@ def finish(
 
 
 __all__ = [
+    "Bench",
     "Comparison",
     "Database",
     "LoadResult",
     "Processes",
+    "Service",
     "Settings",
     "Target",
     "add_arguments",
     "database_server",
     "finish",
     "free_port",
+    "parser",
     "pgbench",
     "recreate_database",
     "run",

@@ -37,6 +37,10 @@ class Database:
         off = ", ".join(f"{k} {v}" for k, v in self.settings.items() if v != "on")
         return f"fast database ({off or 'fsync off'})"
 
+    def charge(self, **pids: int) -> dict[str, int]:
+        """A target's CPU charge: ``pids`` and, when we started the server, ``database``."""
+        return {**pids, **({"database": self.postmaster} if self.postmaster else {})}
+
     def database_url(self, name: str) -> str:
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))

@@ -7,11 +7,13 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -19,6 +21,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Service:
+    """An Azora service under test: its base URL and its process."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
 
 class Processes:
@@ -48,6 +62,25 @@ class Processes:
         if ready is not None:
             self.wait_ready(name, proc, ready, headers or {}, timeout)
         return proc
+
+    def serve(
+        self,
+        name: str,
+        package: str,
+        env: Mapping[str, str],
+        *,
+        workers: int = 1,
+        migrate: bool = True,
+        ready: str = "/readyz",
+    ) -> Service:
+        """``<package>.cli serve`` (every service's shared CLI) on a free port, ready when
+        ``ready`` answers; ``migrate``: it applies its migrations first."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-c", f"from {package}.cli import main; main()", "serve",
+                *(["--migrate"] if migrate else []), "--port", str(port),
+                "--workers", str(workers)]  # fmt: skip
+        return Service(url, self.start(name, argv, env, ready=url + ready))
 
     def wait_ready(
         self,

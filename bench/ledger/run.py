@@ -14,7 +14,6 @@ re-implementation of its transfer function and is labelled so in the results.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -31,19 +30,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.harness import (  # after the line above: the repository root on the path
+    Bench,
     Comparison,
     Database,
     LoadResult,
-    Processes,
+    Service,
     Target,
-    add_arguments,
-    database_server,
-    finish,
-    free_port,
+    parser,
     pgbench,
-    recreate_database,
-    run,
-    settings_from,
     settle,
     wrk,
     wrk_script,
@@ -251,11 +245,8 @@ def targets_for(
     targets are named ``<target>@<name>`` and measured in the same rounds."""
     hot_id, first, last = ref_ids
     with_batch_level = (BATCH_CONCURRENCY, *concurrencies)
-    service_charge = {
-        "service": service_pid,
-        **({"database": db.postmaster} if db.postmaster else {}),
-    }
-    ref_charge = {"database": db.postmaster} if db.postmaster else {}
+    service_charge = db.charge(service=service_pid)
+    ref_charge = db.charge()
 
     def http(name: str, script: str, path: str) -> Callable[[int, float], LoadResult]:
         def go(concurrency: int, seconds: float) -> LoadResult:
@@ -277,7 +268,7 @@ def targets_for(
         settle(ref_url)
 
     def variant_targets(name: str, api: str, pid: int, url: str) -> list[Target]:
-        charge = {"service": pid, **({"database": db.postmaster} if db.postmaster else {})}
+        charge = db.charge(service=pid)
 
         def load(script: str, path: str) -> Callable[[int, float], LoadResult]:
             def go(concurrency: int, seconds: float) -> LoadResult:
@@ -324,21 +315,20 @@ COMPARISONS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the service")
-    parser.add_argument(
+    cli = parser(__doc__)
+    cli.add_argument("--workers", type=int, default=1, help="uvicorn workers of the service")
+    cli.add_argument(
         "--write-gate",
         choices=["process", "database"],
         default="process",
         help="LEDGER_WRITE_GATE of the service (database: one writer across its workers)",
     )
-    parser.add_argument(
+    cli.add_argument(
         "--profile-dir",
         type=Path,
         help="record py-spy collapsed stacks of the service per measurement ($PY_SPY or py-spy)",
     )
-    parser.add_argument(
+    cli.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -346,61 +336,49 @@ def main() -> int:
         help="also start a service with these LEDGER_ settings; its targets are "
         "<target>@NAME, measured in the same rounds (an A/B of settings on a noisy machine)",
     )
-    args = parser.parse_args()
-    settings = settings_from(args)
+    args = cli.parse_args()
+    bench = Bench(args)
+    settings = bench.settings
     variant_env: list[tuple[str, dict[str, str]]] = []
     for spec in args.variant:
         name, _, assignments = spec.partition("=")
         pairs = [a.partition("=") for a in assignments.split(",") if a]
         variant_env.append((name, {k: v for k, _, v in pairs}))
-    with database_server(settings.database) as db, Processes() as procs:
-        ref_url = recreate_database(db, "ledger_bench_ref")
-        ref_ids = asyncio.run(prepare_reference(ref_url))
-        service_url = recreate_database(db, "ledger_bench")
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        service = procs.start(
-            "ledger",
-            [sys.executable, "-c", "from azora_ledger.cli import main; main()", "serve",
-             "--migrate", "--port", str(port), "--workers", str(args.workers)],
+
+    def serve(name: str, url: str, env: dict[str, str]) -> Service:
+        service = bench.procs.serve(
+            name,
+            "azora_ledger",
             {
                 "LEDGER_WRITE_GATE": args.write_gate,
-                "LEDGER_DATABASE_URL": service_url,
+                "LEDGER_DATABASE_URL": url,
                 "LEDGER_API_TOKENS": json.dumps({TOKEN: ["*"]}),
                 "LEDGER_ADMIN_TOKEN": ADMIN,
                 "LEDGER_LOG_LEVEL": "WARNING",
                 "LEDGER_DB_POOL_SIZE": "20",
+                **env,
             },
-            ready=api + "/readyz",
-        )  # fmt: skip
-        asyncio.run(prepare_service(api))
+            workers=args.workers,
+        )
+        asyncio.run(prepare_service(service.url))
+        return service
+
+    with bench:
+        ref_url = bench.database("ledger_bench_ref")
+        ref_ids = asyncio.run(prepare_reference(ref_url))
+        service_url = bench.database("ledger_bench")
+        service = serve("ledger", service_url, {})
+        api = service.url
         variants: list[tuple[str, str, int, str]] = []
         for name, env in variant_env:
-            v_url = recreate_database(db, f"ledger_bench_{name}")
-            v_port = free_port()
-            v_api = f"http://127.0.0.1:{v_port}"
-            v_service = procs.start(
-                f"ledger-{name}",
-                [sys.executable, "-c", "from azora_ledger.cli import main; main()", "serve",
-                 "--migrate", "--port", str(v_port), "--workers", str(args.workers)],
-                {
-                    "LEDGER_WRITE_GATE": args.write_gate,
-                    "LEDGER_DATABASE_URL": v_url,
-                    "LEDGER_API_TOKENS": json.dumps({TOKEN: ["*"]}),
-                    "LEDGER_ADMIN_TOKEN": ADMIN,
-                    "LEDGER_LOG_LEVEL": "WARNING",
-                    "LEDGER_DB_POOL_SIZE": "20",
-                    **env,
-                },
-                ready=v_api + "/readyz",
-            )  # fmt: skip
-            asyncio.run(prepare_service(v_api))
-            variants.append((name, v_api, v_service.pid, v_url))
+            v_url = bench.database(f"ledger_bench_{name}")
+            v_service = serve(f"ledger-{name}", v_url, env)
+            variants.append((name, v_service.url, v_service.pid, v_url))
         targets = targets_for(
-            db, api, service.pid, service_url, ref_url, ref_ids, settings.concurrencies,
+            bench.db, api, service.pid, service_url, ref_url, ref_ids, settings.concurrencies,
             settings.seconds, args.profile_dir, variants,
         )  # fmt: skip
-        doc = run(
+        doc = bench.run(
             "ledger",
             "azora-ledger benchmark",
             targets,
@@ -412,9 +390,7 @@ def main() -> int:
                     for c in COMPARISONS
                 ),
             ],
-            settings,
-            database=db,
-            own_pids=[service.pid, db.postmaster, *(v[2] for v in variants)],
+            own_pids=[service.pid, *(v[2] for v in variants)],
             extra={
                 "reference_label": "pgledger-style SQL reference (our re-implementation)",
                 "service_workers": args.workers,
@@ -425,7 +401,7 @@ def main() -> int:
         doc["service_figures"] = service_figures(api)
         for name, v_api, _, _ in variants:
             doc[f"service_figures@{name}"] = service_figures(v_api)
-        procs.stop(service)
+        bench.procs.stop(service.proc)
         doc["verify"] = verify(service_url)
         for name, _, _, v_url in variants:
             doc[f"verify@{name}"] = verify(v_url)
@@ -457,7 +433,7 @@ def main() -> int:
         ]
     if variant_env:
         suffix += "-variants"
-    finish(doc, settings, notes=notes, suffix=suffix)
+    bench.finish(doc, notes=notes, suffix=suffix)
     ok = checked["ok"] and all(doc[f"verify@{n}"]["ok"] for n, _ in variant_env)
     return 0 if ok else 1
 

@@ -19,7 +19,6 @@ server.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -32,17 +31,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.harness import (  # after the line above: the repository root on the path
+    Bench,
     Comparison,
     LoadResult,
     Processes,
     Target,
-    add_arguments,
-    database_server,
-    finish,
     free_port,
-    recreate_database,
-    run,
-    settings_from,
+    parser,
     wrk,
     wrk_script,
 )
@@ -183,14 +178,13 @@ def start_litellm(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args()
-    settings = settings_from(args)
+    bench = Bench(parser(__doc__).parse_args())
+    settings = bench.settings
     levels = (NATURAL_CONCURRENCY, *settings.concurrencies)
     litellm_detail: dict[str, Any] = {}
-    with database_server(settings.database) as db, Processes() as procs:
-        dsn = recreate_database(db, "azora_bench_orchestrator")
+    with bench:
+        procs = bench.procs
+        dsn = bench.database("azora_bench_orchestrator")
         backend_port = free_port()
         backend_url = f"http://127.0.0.1:{backend_port}/v1"
         backend = procs.start(
@@ -200,34 +194,37 @@ def main() -> int:
         )
         floor_port = free_port()
         floor = procs.start("floor", [PY, str(HERE / "floor.py"), str(floor_port), backend_url])
-        orch_port = free_port()
-        orch_base = f"http://127.0.0.1:{orch_port}"
         env = {
             "ORCHESTRATOR_DATABASE_URL": dsn,
             "ORCHESTRATOR_ADMIN_TOKEN": ADMIN,
             "ORCHESTRATOR_API_TOKENS": json.dumps({TOKEN: ["ai:invoke"]}),
             "ORCHESTRATOR_LOG_LEVEL": "WARNING",
         }
-        orch_cli = [PY, "-m", "azora_orchestrator.cli"]
+        # Migrated once, here: the two gateways below share the database.
         subprocess.run(
-            [*orch_cli, "migrate"], env={**os.environ, **env}, check=True, capture_output=True
+            [PY, "-m", "azora_orchestrator.cli", "migrate"],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
         )
-        orch = procs.start("orchestrator", [*orch_cli, "serve", "--port", str(orch_port)], env,
-                           ready=orch_base + "/healthz")  # fmt: skip
+        orch = procs.serve(
+            "orchestrator", "azora_orchestrator", env, migrate=False, ready="/healthz"
+        )
+        orch_base = orch.url
         put_route(orch_base, backend_url)
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        procs.wait_ready("orchestrator", orch, orch_base + "/v1/models", auth, 60)
+        procs.wait_ready("orchestrator", orch.proc, orch_base + "/v1/models", auth, 60)
         key = create_key(orch_base)
-        gov_port = free_port()
-        gov_base = f"http://127.0.0.1:{gov_port}"
-        gov = procs.start(
+        gov = procs.serve(
             "orchestrator-governed",
-            [*orch_cli, "serve", "--port", str(gov_port)],
+            "azora_orchestrator",
             {**env, "ORCHESTRATOR_REPLICA_NAME": "bench-governed"},
-            ready=gov_base + "/healthz",
+            migrate=False,
+            ready="/healthz",
         )
+        gov_base = gov.url
         key_auth = {"Authorization": f"Bearer {key}"}
-        procs.wait_ready("orchestrator-governed", gov, gov_base + "/v1/models", key_auth, 60)
+        procs.wait_ready("orchestrator-governed", gov.proc, gov_base + "/v1/models", key_auth, 60)
         endpoints: list[tuple[str, str, int, dict[str, str]]] = [
             ("direct", backend_url, backend.pid, {}),
             ("floor", f"http://127.0.0.1:{floor_port}/v1", floor.pid, {}),
@@ -269,14 +266,12 @@ def main() -> int:
                     "litellm",
                 )
             )
-        doc = run(
+        doc = bench.run(
             "orchestrator",
             "ai-orchestrator benchmark",
             targets,
             comparisons,
-            settings,
-            database=db,
-            own_pids=[backend.pid, db.postmaster, *(pid for _, _, pid, _ in endpoints)],
+            own_pids=[backend.pid, *(pid for _, _, pid, _ in endpoints)],
             extra={"litellm": litellm_detail},
         )
         doc["stream_ttft_c1"] = {}
@@ -284,7 +279,7 @@ def main() -> int:
             n = 100 if name == "litellm" else 300
             token = headers.get("Authorization", "").removeprefix("Bearer ") or None
             doc["stream_ttft_c1"][name] = ttft(base + "/chat/completions", n, token)
-    finish(doc, settings, notes=notes(doc))
+    bench.finish(doc, notes=notes(doc))
     return 0
 
 

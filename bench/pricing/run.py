@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -28,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for bench.harness below
 from azora_pricing.app import MIGRATIONS
 from azora_pricing.engine import (
     CombinationMode,
@@ -41,22 +40,7 @@ from azora_pricing.engine import (
 from azora_pricing.engine.catalog import ModelKind, PriceModel, Product, Tier
 from azora_pricing.engine.spec import compile_rule
 from azora_pricing.engine.trace import result_document
-from bench.harness import (  # after the line above: the repository root on the path
-    Comparison,
-    Processes,
-    Target,
-    add_arguments,
-    database_server,
-    finish,
-    free_port,
-    pgbench,
-    recreate_database,
-    run,
-    settings_from,
-    settle,
-    wrk,
-    wrk_script,
-)
+from bench.harness import Bench, Comparison, Target, parser, pgbench, settle, wrk, wrk_script
 
 PRODUCTS = 10_000
 RULES = 1_000
@@ -315,22 +299,20 @@ def quote_write_batches(url: str) -> dict[str, float] | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.add_argument("--no-engine", action="store_true", help="HTTP only")
-    parser.add_argument(
-        "--workers", default="1", help="uvicorn workers; a comma list: a target each"
-    )
-    args = parser.parse_args()
-    settings = settings_from(args)
+    cli = parser(__doc__)
+    cli.add_argument("--no-engine", action="store_true", help="HTTP only")
+    cli.add_argument("--workers", default="1", help="uvicorn workers; a comma list: a target each")
+    args = cli.parse_args()
+    bench = Bench(args)
+    settings = bench.settings
     engine = (
         []
         if args.no_engine
         else bench_engine([10, 100, 1_000, 10_000], 1.0 if settings.smoke else 3.0)
     )
     workers = [int(w) for w in args.workers.split(",")]
-    with database_server(settings.database) as db, Processes() as procs:
-        dsn = recreate_database(db, "azora_bench_pricing")
+    with bench:
+        dsn = bench.database("azora_bench_pricing")
         from azora_common.migrations import upgrade_to_head
 
         upgrade_to_head(MIGRATIONS, dsn)
@@ -338,12 +320,9 @@ def main() -> int:
         script = quotes_script(baskets(500, random.Random(11)))
         targets, services = [], []
         for n in workers:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            proc = procs.start(
+            service = bench.procs.serve(
                 f"pricing-w{n}",
-                [sys.executable, "-c", "from azora_pricing.cli import main; main()", "serve",
-                 "--port", str(port), "--workers", str(n)],
+                "azora_pricing",
                 {
                     "PRICING_DATABASE_URL": dsn,
                     "PRICING_ADMIN_TOKEN": ADMIN,
@@ -351,41 +330,40 @@ def main() -> int:
                     "PRICING_LOG_LEVEL": "WARNING",
                     "PRICING_DB_POOL_SIZE": "16",
                 },
-                ready=url + "/readyz",
-            )  # fmt: skip
-            services.append((n, url, proc))
+                workers=n,
+                migrate=False,
+            )
+            services.append((n, service))
 
-            def load(c: int, seconds: float, url: str = url) -> Any:
+            def load(c: int, seconds: float, url: str = service.url) -> Any:
                 return wrk(url + "/v1/quotes", script, concurrency=c, seconds=seconds)
 
-            charge = {"service": proc.pid, **({"database": db.postmaster} if db.postmaster else {})}
+            charge = bench.db.charge(service=service.pid)
             targets.append(Target(f"pricing_w{n}", load, charge, before=lambda: settle(dsn)))
         # Warm-up that also stores the quotes the reference re-inserts.
-        wrk(services[0][1] + "/v1/quotes", script, concurrency=16, seconds=2)
+        wrk(services[0][1].url + "/v1/quotes", script, concurrency=16, seconds=2)
         asyncio.run(sample_quotes(dsn))
         reference = REFERENCE_SQL
 
         def store(c: int, seconds: float) -> Any:
             return pgbench(dsn, reference, concurrency=c, seconds=seconds)
 
-        ref_charge = {"database": db.postmaster} if db.postmaster else {}
+        ref_charge = bench.db.charge()
         targets.append(Target("sql_store_quote", store, ref_charge, before=lambda: settle(dsn)))
         comparisons = [
             Comparison(f"POST /v1/quotes, {n} worker(s), {RULES:,} rules", f"pricing_w{n}",
                        "sql_store_quote")
             for n in workers
         ]  # fmt: skip
-        doc = run(
+        doc = bench.run(
             "pricing",
             "azora-pricing benchmark",
             targets,
             comparisons,
-            settings,
-            database=db,
-            own_pids=[p.pid for _, _, p in services] + [db.postmaster],
+            own_pids=[s.pid for _, s in services],
             extra={"engine": engine, "products": PRODUCTS, "rules": RULES},
         )
-        doc["quote_writes"] = {f"w{n}": quote_write_batches(url) for n, url, _ in services}
+        doc["quote_writes"] = {f"w{n}": quote_write_batches(s.url) for n, s in services}
     notes = [
         "Reference: **the quote's own INSERT via pgbench** (the statement shape of "
         "`insert_quotes_if_current`, one quote per transaction, the documents of 500 quotes the "
@@ -411,7 +389,7 @@ def main() -> int:
             f"{row['candidate_rules_per_quote']} | {row['adjustments_per_quote']} |"
             for row in engine
         ]
-    finish(doc, settings, notes=notes)
+    bench.finish(doc, notes=notes)
     return 0
 
 

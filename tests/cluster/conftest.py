@@ -30,6 +30,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from azora_devenv.node import restricted_namespace
 from tests.support.require import missing_dependency
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -208,18 +209,7 @@ def service_urls(cluster: Cluster) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def release(cluster: Cluster) -> Release:
-    namespace = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": NAMESPACE,
-            "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-                "pod-security.kubernetes.io/warn": "restricted",
-            },
-        },
-    }
+    namespace = restricted_namespace(NAMESPACE, warn=True)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(namespace))
     started = time.monotonic()
     cluster.helm(*helm_install_args(), timeout=420)

@@ -896,3 +896,16 @@ def coredns_manifest() -> str:
         },
     ]
     return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+def restricted_namespace(name: str, *, warn: bool = False) -> dict[str, Any]:
+    """A namespace where Pod Security enforces ``restricted`` (the chart's pods must pass it),
+    as ``make kube-up`` and tests/cluster create the release's; ``warn``: also warn in kubectl's
+    output."""
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    if warn:
+        labels["pod-security.kubernetes.io/warn"] = "restricted"
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
