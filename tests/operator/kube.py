@@ -125,6 +125,15 @@ def wait_condition(
     return wait_for(probe, timeout, what=f"{kind} {namespace}/{name} Ready={status} {reason}")
 
 
+def apply_and_wait(
+    kube: LocalControlPlane, obj: dict[str, Any], *, status: str = "True", reason: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Apply one object and wait for its Ready condition: its name, and the object by then."""
+    apply(kube, obj)
+    name, ns = str(obj["metadata"]["name"]), str(obj["metadata"]["namespace"])
+    return name, wait_condition(kube, obj["kind"], ns, name, status=status, reason=reason)
+
+
 def printer_columns(
     kube: LocalControlPlane, resource: str, namespace: str, name: str
 ) -> dict[str, str]:

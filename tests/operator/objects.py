@@ -12,7 +12,7 @@ from tests.operator.kube import unique
 API = "azora.io/v1alpha1"
 
 
-class _Models(http.server.BaseHTTPRequestHandler):
+class ModelsHandler(http.server.BaseHTTPRequestHandler):
     """The smallest OpenAI-compatible backend a route's health check accepts."""
 
     def do_GET(self) -> None:
@@ -32,20 +32,24 @@ class _Models(http.server.BaseHTTPRequestHandler):
 def backend_url() -> str:
     """A real backend that answers the routes' health checks, for the test session: a route is
     Ready only once a backend has answered (honest readiness), so the builders point at it."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Models)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ModelsHandler)
     threading.Thread(target=server.serve_forever, daemon=True, name="models-backend").start()
     return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def _obj(kind: str, ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
 
 
 def rule(ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
     body = {"action": {"percentOff": "10"}, "target": {"products": [unique("sku")]}}
     body.update(spec)
-    return {
-        "apiVersion": API,
-        "kind": "PricingRule",
-        "metadata": {"name": name or unique("rule"), "namespace": ns},
-        "spec": body,
-    }
+    return _obj("PricingRule", ns, name or unique("rule"), body)
 
 
 def route(ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -57,23 +61,13 @@ def route(ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
         ],
     }
     body.update(spec)
-    return {
-        "apiVersion": API,
-        "kind": "AIModelRoute",
-        "metadata": {"name": name or unique("route"), "namespace": ns},
-        "spec": body,
-    }
+    return _obj("AIModelRoute", ns, name or unique("route"), body)
 
 
 def cohort(ns: str, name: str | None = None, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"course": "k8s", "title": "Kubernetes", "capacity": 20}
     body.update(spec)
-    return {
-        "apiVersion": API,
-        "kind": "EnrollmentCohort",
-        "metadata": {"name": name or unique("cohort"), "namespace": ns},
-        "spec": body,
-    }
+    return _obj("EnrollmentCohort", ns, name or unique("cohort"), body)
 
 
 def secret(ns: str, name: str, **data: str) -> dict[str, Any]:

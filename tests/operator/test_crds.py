@@ -126,6 +126,11 @@ def _rule(action: dict[str, Any], **spec: Any) -> dict[str, Any]:
     }
 
 
+def _curve(*points: tuple[str, str], **bounds: str) -> dict[str, Any]:
+    """A demandCurve action from (fill, multiplier) points, with floor/ceiling if given."""
+    return {"demandCurve": {"points": [{"fill": f, "multiplier": m} for f, m in points], **bounds}}
+
+
 def _route(backends: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "azora.io/v1alpha1",
@@ -198,20 +203,12 @@ REJECTIONS = [
         id="rule-percent-not-decimal",
     ),
     pytest.param(
-        _rule(
-            {
-                "demandCurve": {
-                    "points": [{"fill": "0.5", "multiplier": "1.1"}],
-                    "floor": "1.5",
-                    "ceiling": "1.2",
-                }
-            }
-        ),
+        _rule(_curve(("0.5", "1.1"), floor="1.5", ceiling="1.2")),
         "demandCurve.floor must not exceed demandCurve.ceiling",
         id="rule-curve-floor",
     ),
     pytest.param(
-        _rule({"demandCurve": {"points": [{"fill": "1.5", "multiplier": "1"}]}}),
+        _rule(_curve(("1.5", "1"))),
         "demandCurve fill must be between 0 and 1",
         id="rule-curve-fill",
     ),
@@ -299,30 +296,12 @@ REJECTIONS = [
         id="route-authorization-header",
     ),
     pytest.param(
-        _rule(
-            {
-                "demandCurve": {
-                    "points": [
-                        {"fill": "0.8", "multiplier": "1.5"},
-                        {"fill": "0.2", "multiplier": "1.1"},
-                    ]
-                }
-            }
-        ),
+        _rule(_curve(("0.8", "1.5"), ("0.2", "1.1"))),
         "demandCurve points must be in strictly increasing fill order",
         id="rule-curve-unsorted",
     ),
     pytest.param(
-        _rule(
-            {
-                "demandCurve": {
-                    "points": [
-                        {"fill": "0.5", "multiplier": "1.5"},
-                        {"fill": "0.50", "multiplier": "1.1"},
-                    ]
-                }
-            }
-        ),
+        _rule(_curve(("0.5", "1.5"), ("0.50", "1.1"))),
         "demandCurve points must be in strictly increasing fill order",
         id="rule-curve-repeated-fill",
     ),

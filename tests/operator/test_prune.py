@@ -15,9 +15,8 @@ from azora_operator.settings import OperatorSettings
 from tests.operator.kube import (
     OperatorProcess,
     admin_request,
-    apply,
+    apply_and_wait,
     stored,
-    wait_condition,
     wait_for,
 )
 from tests.operator.objects import rule
@@ -133,10 +132,7 @@ def test_a_config_no_resource_declares_is_removed(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     # A declared rule, and a hidden one put straight into the admin API (the 100 % off).
-    declared = rule(ns)
-    apply(kube, declared)
-    name = declared["metadata"]["name"]
-    wait_condition(kube, "PricingRule", ns, name, status="True")
+    name, _ = apply_and_wait(kube, rule(ns))
     hidden = rule(ns)["spec"] | {"action": {"percentOff": "100"}}
     status, body = admin_request(
         services["pricing"].url,

@@ -32,6 +32,7 @@ from tests.operator.kube import (
     OperatorProcess,
     admin_request,
     apply,
+    apply_and_wait,
     condition,
     event_reasons,
     get_obj,
@@ -42,7 +43,7 @@ from tests.operator.kube import (
     wait_condition,
     wait_for,
 )
-from tests.operator.objects import cohort, route, rule
+from tests.operator.objects import ModelsHandler, cohort, route, rule
 from tests.operator.test_client import OVERFLOW, answering, refused_url
 from tests.support.services import API_TOKEN, ServiceProcess
 
@@ -73,15 +74,7 @@ async def _apply_against(url: str, retry: int) -> tuple[kopf.TemporaryError, kop
     await reconciler.start()
     try:
         with kopf_events() as posted, pytest.raises(kopf.TemporaryError) as err:
-            await reconciler.apply(
-                ENROLLMENT_COHORT,
-                body=body,
-                meta=body.meta,
-                spec=body.spec,
-                status=body.status,
-                patch=patch,
-                retry=retry,
-            )
+            await reconciler.apply(ENROLLMENT_COHORT, body=body, patch=patch, retry=retry)
     finally:
         await reconciler.stop()
     return err.value, patch, posted
@@ -111,21 +104,6 @@ async def test_a_5xx_is_reported_as_a_service_error_not_as_unreachable() -> None
     assert "enrollment-service is unreachable" in patch["status"]["conditions"][0]["message"]
 
 
-class _ModelsHandler(http.server.BaseHTTPRequestHandler):
-    """Answers the gateway's health probe (GET …/models) as a model backend would."""
-
-    def do_GET(self) -> None:
-        body = b'{"object": "list", "data": []}'
-        self.send_response(200 if self.path.endswith("/models") else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def _seed_catalog() -> ModuleType:
     path = EXAMPLES.parent / "hack" / "seed_catalog.py"
     spec = importlib.util.spec_from_file_location("seed_catalog", path)
@@ -149,7 +127,7 @@ def _example_backends() -> Iterator[None]:
             for b in doc["spec"]["backends"]
         }
     )
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), _ModelsHandler) for p in ports]
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), ModelsHandler) for p in ports]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()
@@ -225,9 +203,7 @@ def test_update_applies_the_new_generation(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     obj = cohort(ns, capacity=10)
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    first = wait_condition(kube, "EnrollmentCohort", ns, name, status="True")
+    name, first = apply_and_wait(kube, obj)
     assert first["status"]["seats"] == "0/10"
 
     obj["spec"]["capacity"] = 30
@@ -249,9 +225,7 @@ def test_a_stale_generation_never_overwrites_a_newer_one(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     obj = rule(ns)
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    live = wait_condition(kube, "PricingRule", ns, name, status="True")
+    name, live = apply_and_wait(kube, obj)
     uid = live["metadata"]["uid"]
     # Someone newer (another operator replica acting on a later event) already stored gen 50.
     newer_spec = {**live["spec"], "action": {"percentOff": "50"}}
@@ -286,13 +260,10 @@ def test_a_spec_the_service_rejects_is_reported_once(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     first = route(ns)
-    apply(kube, first)
-    wait_condition(kube, "AIModelRoute", ns, first["metadata"]["name"], status="True")
+    apply_and_wait(kube, first)
     # Valid for the schema, but the model is already served by another route.
     clash = route(ns, model=first["spec"]["model"])
-    apply(kube, clash)
-    name = clash["metadata"]["name"]
-    obj = wait_condition(kube, "AIModelRoute", ns, name, status="False", reason="ModelConflict")
+    name, obj = apply_and_wait(kube, clash, status="False", reason="ModelConflict")
     ready = condition(obj, "Ready")
     assert ready is not None
     assert first["metadata"]["name"] in ready["message"]
@@ -300,18 +271,7 @@ def test_a_spec_the_service_rejects_is_reported_once(
     assert stored(services, "AIModelRoute", ns, name) is None
 
     def reasons() -> list[str]:
-        events = kubectl_ok(
-            kube,
-            "get",
-            "events",
-            "-n",
-            ns,
-            "--field-selector",
-            f"involvedObject.name={name}",
-            "-o",
-            "json",
-        )
-        return [e["reason"] for e in json.loads(events)["items"]]
+        return event_reasons(kube, ns, name)
 
     wait_for(lambda: "ModelConflict" in reasons(), what="a ModelConflict Event")
 
@@ -333,9 +293,7 @@ def test_a_refusal_that_names_a_missing_dependency_heals_when_it_appears(
     # resync offers a refused spec again.
     sku = unique("sku")
     obj = cohort(ns, pricing={"product": sku, "currency": "EUR"})
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    wait_condition(kube, "EnrollmentCohort", ns, name, status="False", reason="UnknownProduct")
+    name, _ = apply_and_wait(kube, obj, status="False", reason="UnknownProduct")
     product = {"name": sku, "prices": {"EUR": {"model": "perUnit", "unitAmount": 1000}}}
     req = urllib.request.Request(
         services["pricing"].url + f"/v1/products/{sku}",
@@ -353,10 +311,7 @@ def test_a_refusal_that_names_a_missing_dependency_heals_when_it_appears(
 def test_delete_removes_the_config_then_releases_the_finalizer(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
-    obj = cohort(ns)
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    live = wait_condition(kube, "EnrollmentCohort", ns, name, status="True")
+    name, live = apply_and_wait(kube, cohort(ns))
     assert FINALIZER in live["metadata"]["finalizers"]
     assert stored(services, "EnrollmentCohort", ns, name) is not None
     kubectl_ok(kube, "delete", "enrollmentcohort", name, "-n", ns, "--wait=false")
@@ -366,10 +321,7 @@ def test_delete_removes_the_config_then_releases_the_finalizer(
 
 @pytest.mark.e2e
 def test_a_service_gone_for_good_does_not_block_deletion(
-    kube: LocalControlPlane,
-    services: dict[str, ServiceProcess],
-    operator: OperatorProcess,
-    ns: str,
+    kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     forced, waited = cohort(ns), cohort(ns)
     apply(kube, [forced, waited])
@@ -424,10 +376,7 @@ def test_a_fallback_no_route_serves_is_a_degraded_route(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     missing = unique("model")
-    obj = route(ns, fallbacks=[missing])
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    wait_condition(kube, "AIModelRoute", ns, name, status="True")
+    name, _ = apply_and_wait(kube, route(ns, fallbacks=[missing]))
 
     def degraded(status: str) -> dict[str, Any] | None:
         got = condition(get_obj(kube, "AIModelRoute", ns, name), "Degraded")

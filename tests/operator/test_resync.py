@@ -18,6 +18,7 @@ from tests.operator.kube import (
     OperatorProcess,
     admin_request,
     apply,
+    apply_and_wait,
     event_reasons,
     get_obj,
     stored,
@@ -92,15 +93,7 @@ def _synced_rule(
 async def _resync(body: kopf.Body, service: _Service) -> tuple[_Reconciler, kopf.Patch, list[Any]]:
     reconciler, patch = _Reconciler(service), kopf.Patch()
     with kopf_events() as posted:
-        await resync(
-            reconciler,  # type: ignore[arg-type]
-            PRICING_RULE,
-            body=body,
-            meta=body.meta,
-            spec=body.spec,
-            status=body.status,
-            patch=patch,
-        )
+        await resync(reconciler, PRICING_RULE, body=body, patch=patch)  # type: ignore[arg-type]
     return reconciler, patch, posted
 
 
@@ -195,10 +188,7 @@ def test_resync_writes_status_only_when_a_reader_would_see_a_change() -> None:
 def test_drift_is_repaired_by_the_timer(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
-    obj = rule(ns)
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    wait_condition(kube, "PricingRule", ns, name, status="True")
+    name, _ = apply_and_wait(kube, rule(ns))
     # Behind the operator's back (e.g. a database restored from an old backup):
     status, _ = admin_request(
         services["pricing"].url, "DELETE", f"/admin/v1/pricing-rules/{ns}/{name}"
@@ -215,10 +205,7 @@ def test_drift_is_repaired_by_the_timer(
 def test_a_spec_changed_behind_the_operators_back_at_the_same_generation_is_repaired(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
-    obj = rule(ns)
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    live = wait_condition(kube, "PricingRule", ns, name, status="True")
+    name, live = apply_and_wait(kube, rule(ns))
     meta = live["metadata"]
     # Same uid, same generation, another spec: the generation alone cannot tell.
     status, body = admin_request(
@@ -265,10 +252,7 @@ def _resynced(operator: OperatorProcess, kind: str) -> float:
 def test_resync_leaves_an_unchanged_status_alone(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
-    obj = rule(ns)
-    apply(kube, obj)
-    name = obj["metadata"]["name"]
-    ready = wait_condition(kube, "PricingRule", ns, name, status="True")
+    name, ready = apply_and_wait(kube, rule(ns))
     version = ready["metadata"]["resourceVersion"]
     # Every resync pass counts each Ready rule once, so growth beyond twice the number of
     # rules means at least one whole pass ran after this point.
@@ -290,8 +274,7 @@ def test_service_down_is_reported_and_recovers_by_itself(
     kube: LocalControlPlane, services: dict[str, ServiceProcess], operator: OperatorProcess, ns: str
 ) -> None:
     existing = cohort(ns)
-    apply(kube, existing)
-    wait_condition(kube, "EnrollmentCohort", ns, existing["metadata"]["name"], status="True")
+    apply_and_wait(kube, existing)
     svc = services["enrollment"]
     svc.stop()
     try:

@@ -24,9 +24,9 @@ from azora_devenv import LocalControlPlane, free_port
 from tests.operator.kube import (
     OperatorProcess,
     apply,
+    apply_and_wait,
     get_obj,
     unique,
-    wait_condition,
     wait_for,
 )
 from tests.operator.objects import cohort, route, rule
@@ -71,10 +71,7 @@ def _status(kube: LocalControlPlane, kind: str, ns: str, name: str) -> dict[str,
 def test_an_enrollment_shows_in_the_cohorts_status(
     kube: LocalControlPlane, live_operator: OperatorProcess, service_urls: dict[str, str], ns: str
 ) -> None:
-    obj = cohort(ns, capacity=5)
-    name = obj["metadata"]["name"]
-    apply(kube, obj)
-    wait_condition(kube, "EnrollmentCohort", ns, name, status="True")
+    name, _ = apply_and_wait(kube, cohort(ns, capacity=5))
     assert _status(kube, "EnrollmentCohort", ns, name).get("enrolled", 0) == 0
 
     _api(service_urls["enrollment"], "POST", "/v1/enrollments", {
@@ -103,9 +100,7 @@ def test_an_accepted_quote_shows_in_the_rules_redemptions(
         action={"percentOff": "10"},
         promotion={"code": code, "maxRedemptions": 3},
     )
-    name = obj["metadata"]["name"]
-    apply(kube, obj)
-    wait_condition(kube, "PricingRule", ns, name, status="True")
+    name, _ = apply_and_wait(kube, obj)
     assert (_status(kube, "PricingRule", ns, name).get("redemptions") or {}).get("used", 0) == 0
 
     quote = _api(pricing, "POST", "/v1/quotes", {

@@ -71,16 +71,18 @@ def merge_conditions(
 
 
 def condition_status(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> str | None:
-    for cond in conditions or ():
-        if isinstance(cond, Mapping) and cond.get("type") == type_:
-            status = cond.get("status")
-            return str(status) if status is not None else None
-    return None
+    return _condition_field(conditions, type_, "status")
 
 
 def condition_reason(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> str | None:
+    return _condition_field(conditions, type_, "reason")
+
+
+def _condition_field(
+    conditions: Iterable[Mapping[str, Any]] | None, type_: str, field: str
+) -> str | None:
     for cond in conditions or ():
         if isinstance(cond, Mapping) and cond.get("type") == type_:
-            reason = cond.get("reason")
-            return str(reason) if reason is not None else None
+            value = cond.get(field)
+            return str(value) if value is not None else None
     return None

@@ -27,6 +27,10 @@ class Degradation:
     message: str
 
 
+def _no_degradation(insight: Mapping[str, Any]) -> Degradation | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Kind:
     kind: str
@@ -37,7 +41,7 @@ class Kind:
     # insight JSON → status fields (printer columns included)
     insight_status: Callable[[Mapping[str, Any]], JSON]
     # insight JSON → a degradation, if any
-    degradation: Callable[[Mapping[str, Any]], Degradation | None]
+    degradation: Callable[[Mapping[str, Any]], Degradation | None] = _no_degradation
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -153,10 +157,6 @@ def _policy_status(insight: Mapping[str, Any]) -> JSON:
     return {"currencies": ",".join(f"{c}={m}" for c, m in sorted(modes.items())) or "-"}
 
 
-def _no_degradation(insight: Mapping[str, Any]) -> Degradation | None:
-    return None
-
-
 PRICING_RULE = Kind(
     kind="PricingRule",
     plural="pricingrules",
@@ -182,9 +182,7 @@ ENROLLMENT_COHORT = Kind(
     service="enrollment-service",
     base_url=lambda s: s.enrollment_url,
     insight_status=_cohort_status,
-    degradation=_no_degradation,
 )
-
 PRICING_POLICY = Kind(
     kind="PricingPolicy",
     plural="pricingpolicies",
@@ -192,7 +190,6 @@ PRICING_POLICY = Kind(
     service="azora-pricing",
     base_url=lambda s: s.pricing_url,
     insight_status=_policy_status,
-    degradation=_no_degradation,
 )
 
 KINDS: tuple[Kind, ...] = (PRICING_RULE, AI_MODEL_ROUTE, ENROLLMENT_COHORT, PRICING_POLICY)

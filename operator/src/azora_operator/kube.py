@@ -168,19 +168,7 @@ class KubeReader:
         A list with a field selector, not a GET of the object: the operator's RBAC grants
         ``list``/``watch`` on the kinds (what Kopf needs), and this needs no more.
         """
-        try:
-            session, info = self._client()
-        except SecretProblem as exc:
-            raise KubeListError(str(exc)) from None
-        url = f"{info.server.rstrip('/')}{path}"
-        params = {"fieldSelector": f"metadata.name={name}"}
-        try:
-            async with session.get(url, params=params, timeout=self._timeout) as resp:
-                if resp.status != 200:
-                    raise KubeListError(f"GET {path}: HTTP {resp.status}")
-                body: dict[str, Any] = await resp.json()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise KubeListError(f"GET {path}: {type(exc).__name__}") from None
+        body = await self._list_page(path, {"fieldSelector": f"metadata.name={name}"})
         items = [i for i in body.get("items") or () if isinstance(i, dict)]
         if not items:
             return None
@@ -196,23 +184,29 @@ class KubeReader:
         Raises :class:`KubeListError` on any failure: a caller deciding what is *absent* must
         never read an error as an empty list.
         """
+        found: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            body = await self._list_page(
+                path, {"limit": "500", **({"continue": token} if token else {})}
+            )
+            found.extend(item for item in body.get("items") or () if isinstance(item, dict))
+            token = str((body.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return found
+
+    async def _list_page(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """One GET of a collection; any failure is a :class:`KubeListError`."""
         try:
             session, info = self._client()
         except SecretProblem as exc:
             raise KubeListError(str(exc)) from None
         url = f"{info.server.rstrip('/')}{path}"
-        found: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            params = {"limit": "500", **({"continue": token} if token else {})}
-            try:
-                async with session.get(url, params=params, timeout=self._timeout) as resp:
-                    if resp.status != 200:
-                        raise KubeListError(f"GET {path}: HTTP {resp.status}")
-                    body: dict[str, Any] = await resp.json()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise KubeListError(f"GET {path}: {type(exc).__name__}") from None
-            found.extend(item for item in body.get("items") or () if isinstance(item, dict))
-            token = str((body.get("metadata") or {}).get("continue") or "")
-            if not token:
-                return found
+        try:
+            async with session.get(url, params=params, timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    raise KubeListError(f"GET {path}: HTTP {resp.status}")
+                body: dict[str, Any] = await resp.json()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise KubeListError(f"GET {path}: {type(exc).__name__}") from None
+        return body

@@ -34,7 +34,13 @@ from azora_operator.kube import KubeReader, SecretProblem
 from azora_operator.metrics import RECONCILE_DURATION, RECONCILES, RESOURCE_STATES
 from azora_operator.secrets import resolve_payload
 from azora_operator.settings import OperatorSettings
-from azora_operator.status import event_on_change, live_conditions, seconds_since, write_status
+from azora_operator.status import (
+    event_on_change,
+    live_conditions,
+    report,
+    seconds_since,
+    write_status,
+)
 
 FORCE_DELETE_ANNOTATION = "azora.io/force-delete"
 
@@ -46,6 +52,18 @@ log = logging.getLogger("azora_operator")
 def backoff(settings: OperatorSettings, retry: int) -> float:
     """Delay before retry number ``retry`` while a service is unreachable: base·2^retry, capped."""
     return float(min(settings.backoff_base * (2 ** min(retry, 16)), settings.backoff_max))
+
+
+def _not_synced(reason: str, message: str) -> list[Condition]:
+    """Ready and Synced, False for the same reason: this generation is not live."""
+    return [Condition(READY, False, reason, message), Condition(SYNCED, False, reason, message)]
+
+
+def _released_anyway(kind: Kind, body: kopf.Body, result: str, reason: str, message: str) -> None:
+    """The finalizer goes while the service may still hold the config: a Warning says why."""
+    kopf.event(body, type="Warning", reason=reason, message=message)
+    RECONCILES.labels(kind=kind.kind, result=result).inc()
+    RESOURCE_STATES.forget(kind.kind, str(body.meta["namespace"]), str(body.meta["name"]))
 
 
 def outage(kind: Kind, exc: ServiceUnavailable) -> tuple[str, str]:
@@ -146,9 +164,6 @@ class Reconciler:
         kind: Kind,
         *,
         body: kopf.Body,
-        meta: Mapping[str, Any],
-        spec: Mapping[str, Any],
-        status: Mapping[str, Any],
         patch: kopf.Patch,
         retry: int,
         drift: bool = False,
@@ -164,17 +179,7 @@ class Reconciler:
         """
         started = time.monotonic()
         try:
-            result = await self._apply(
-                kind,
-                body=body,
-                meta=meta,
-                spec=spec,
-                status=status,
-                patch=patch,
-                retry=retry,
-                drift=drift,
-                replaced_revision=replaced_revision,
-            )
+            result = await self._apply(kind, body, patch, retry, drift, replaced_revision)
         except kopf.TemporaryError:
             RECONCILES.labels(kind=kind.kind, result="unavailable").inc()
             raise
@@ -188,16 +193,13 @@ class Reconciler:
     async def _apply(
         self,
         kind: Kind,
-        *,
         body: kopf.Body,
-        meta: Mapping[str, Any],
-        spec: Mapping[str, Any],
-        status: Mapping[str, Any],
         patch: kopf.Patch,
         retry: int,
         drift: bool,
         replaced_revision: int | None,
     ) -> str:
+        meta, spec = body.meta, body.spec
         namespace, name = str(meta["namespace"]), str(meta["name"])
         generation, uid = int(meta["generation"]), str(meta["uid"])
         client = self.client(kind)
@@ -205,16 +207,7 @@ class Reconciler:
         try:
             payload = await resolve_payload(self.kube, kind, namespace, spec)
         except SecretProblem as exc:
-            ready = Condition(READY, False, exc.reason, exc.message)
-            event_on_change(body, status, ready, generation=generation)
-            write_status(
-                kind,
-                meta,
-                status,
-                patch,
-                [ready, Condition(SYNCED, False, exc.reason, exc.message)],
-                generation=generation,
-            )
+            report(kind, body, patch, _not_synced(exc.reason, exc.message), generation=generation)
             # The Secret may appear later (the Secret watch also re-syncs then).
             raise kopf.TemporaryError(exc.message, delay=backoff(self.settings, retry)) from None
 
@@ -224,31 +217,13 @@ class Reconciler:
             )
         except ServiceUnavailable as exc:
             reason, message = outage(kind, exc)
-            ready = Condition(READY, False, reason, message)
-            event_on_change(body, status, ready, generation=generation)
-            write_status(
-                kind,
-                meta,
-                status,
-                patch,
-                [ready, Condition(SYNCED, False, reason, message)],
-                generation=generation,
-            )
+            report(kind, body, patch, _not_synced(reason, message), generation=generation)
             raise kopf.TemporaryError(message, delay=backoff(self.settings, retry)) from None
         except Rejected as exc:
             # The service's verdict on this generation: report it and stop. Retrying cannot
             # help; the next generation (a fixed spec) triggers a new apply.
             message = f"{kind.service} rejected generation {generation}: {exc.detail}"
-            ready = Condition(READY, False, exc.reason, message)
-            event_on_change(body, status, ready, generation=generation)
-            write_status(
-                kind,
-                meta,
-                status,
-                patch,
-                [ready, Condition(SYNCED, False, exc.reason, message)],
-                generation=generation,
-            )
+            report(kind, body, patch, _not_synced(exc.reason, message), generation=generation)
             return "rejected"
         except StaleGeneration as exc:
             return await self._stale(kind, namespace, name, uid, generation, payload, exc)
@@ -259,8 +234,6 @@ class Reconciler:
         return await self._applied(
             kind,
             body,
-            meta,
-            status,
             patch,
             applied,
             generation=generation,
@@ -272,8 +245,6 @@ class Reconciler:
         self,
         kind: Kind,
         body: kopf.Body,
-        meta: Mapping[str, Any],
-        status: Mapping[str, Any],
         patch: kopf.Patch,
         applied: Applied,
         *,
@@ -281,6 +252,7 @@ class Reconciler:
         drift: bool,
         missing_fallbacks: list[str],
     ) -> str:
+        meta, status = body.meta, body.status
         namespace, name = str(meta["namespace"]), str(meta["name"])
         try:
             insight = await self.client(kind).insight(kind.admin_plural, namespace, name)
@@ -362,37 +334,34 @@ class Reconciler:
 
     # -- delete ------------------------------------------------------------------------------
 
-    async def remove(
-        self, kind: Kind, *, body: kopf.Body, meta: Mapping[str, Any], retry: int
-    ) -> None:
+    async def remove(self, kind: Kind, *, body: kopf.Body, retry: int) -> None:
         """DELETE from the service; the finalizer is released when this returns."""
+        meta = body.meta
         namespace, name = str(meta["namespace"]), str(meta["name"])
         annotations = meta.get("annotations") or {}
         if str(annotations.get(FORCE_DELETE_ANNOTATION, "")).lower() == "true":
-            kopf.event(
+            _released_anyway(
+                kind,
                 body,
-                type="Warning",
-                reason="ForceDeleted",
-                message=f"{FORCE_DELETE_ANNOTATION} is set: released without removing the "
-                f"config from {kind.service}",
+                "force_deleted",
+                "ForceDeleted",
+                f"{FORCE_DELETE_ANNOTATION} is set: released without removing the config from "
+                f"{kind.service}",
             )
-            RECONCILES.labels(kind=kind.kind, result="force_deleted").inc()
-            RESOURCE_STATES.forget(kind.kind, namespace, name)
             return
         try:
             await self.client(kind).delete(kind.admin_plural, namespace, name)
         except (ServiceUnavailable, Rejected) as exc:
             waited = seconds_since(meta.get("deletionTimestamp"))
             if waited >= self.settings.delete_timeout:
-                kopf.event(
+                _released_anyway(
+                    kind,
                     body,
-                    type="Warning",
-                    reason="CleanupAbandoned",
-                    message=f"{kind.service} could not remove the config for {waited:.0f}s "
-                    f"({exc}); finalizer released anyway",
+                    "abandoned",
+                    "CleanupAbandoned",
+                    f"{kind.service} could not remove the config for {waited:.0f}s ({exc}); "
+                    "finalizer released anyway",
                 )
-                RECONCILES.labels(kind=kind.kind, result="abandoned").inc()
-                RESOURCE_STATES.forget(kind.kind, namespace, name)
                 return
             RECONCILES.labels(kind=kind.kind, result="unavailable").inc()
             raise kopf.TemporaryError(

@@ -142,23 +142,13 @@ def _register_kind(
     resource = (GROUP, VERSION, kind.plural)
     settings = reconciler.settings
 
-    async def apply(
-        *,
-        body: kopf.Body,
-        meta: kopf.Meta,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        retry: int,
-        **_: Any,
-    ) -> None:
+    # Kopf's meta, spec and status arguments are views of ``body``: it alone is passed on.
+    async def apply(*, body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
         live.adopt_context()
-        await reconciler.apply(
-            kind, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=retry
-        )
+        await reconciler.apply(kind, body=body, patch=patch, retry=retry)
 
-    async def remove(*, body: kopf.Body, meta: kopf.Meta, retry: int, **_: Any) -> None:
-        await reconciler.remove(kind, body=body, meta=meta, retry=retry)
+    async def remove(*, body: kopf.Body, retry: int, **_: Any) -> None:
+        await reconciler.remove(kind, body=body, retry=retry)
 
     async def resync(*, body: kopf.Body, **_: Any) -> None:
         live.adopt_context()

@@ -36,7 +36,7 @@ from azora_operator.kinds import GROUP, VERSION, Kind
 from azora_operator.kube import plain
 from azora_operator.metrics import RECONCILES
 from azora_operator.reconcile import Reconciler, outage
-from azora_operator.status import event_on_change, live_conditions, seconds_since, write_status
+from azora_operator.status import live_conditions, report, seconds_since
 
 # Reasons on Synced=False that are the service's trouble, not the spec's: the resync checks the
 # service (and reports an outage) instead of re-sending a refused spec.
@@ -56,15 +56,7 @@ async def resync_object(reconciler: Reconciler, kind: Kind, live_body: kopf.Body
     patch = kopf.Patch()
     failure: kopf.TemporaryError | None = None
     try:
-        await resync(
-            reconciler,
-            kind,
-            body=body,
-            meta=body.meta,
-            spec=body.spec,
-            status=body.status,
-            patch=patch,
-        )
+        await resync(reconciler, kind, body=body, patch=patch)
     except kopf.TemporaryError as exc:
         failure = exc
     written = patch.get("status")
@@ -90,17 +82,9 @@ async def resync_object(reconciler: Reconciler, kind: Kind, live_body: kopf.Body
         raise kopf.TemporaryError(str(failure), delay=reconciler.settings.resync_interval)
 
 
-async def resync(
-    reconciler: Reconciler,
-    kind: Kind,
-    *,
-    body: kopf.Body,
-    meta: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    patch: kopf.Patch,
-) -> None:
+async def resync(reconciler: Reconciler, kind: Kind, *, body: kopf.Body, patch: kopf.Patch) -> None:
     """Drift repair and live insight for one resource; the new status goes into ``patch``."""
+    meta, spec, status = body.meta, body.spec, body.status
     if meta.get("deletionTimestamp"):
         return
     namespace, name = str(meta["namespace"]), str(meta["name"])
@@ -117,32 +101,21 @@ async def resync(
         # the spec that may appear later (UnknownProduct until azora-pricing has the product,
         # UnpricedCurrency until it has the price). An unchanged refusal costs one PUT and
         # writes no status (same conditions); an accepted one becomes Ready.
-        await reconciler.apply(
-            kind, body=body, meta=meta, spec=spec, status=status, patch=patch, retry=0, drift=False
-        )
+        await reconciler.apply(kind, body=body, patch=patch, retry=0, drift=False)
         return
     try:
         insight = await reconciler.client(kind).insight(kind.admin_plural, namespace, name)
     except ServiceUnavailable as exc:
         if cond.condition_status(conditions, READY) == "True":
             reason, message = outage(kind, exc)
-            ready = Condition(READY, False, reason, message)
-            event_on_change(body, status, ready, generation=generation)
-            write_status(kind, meta, status, patch, [ready], generation=generation)
+            report(
+                kind, body, patch, [Condition(READY, False, reason, message)], generation=generation
+            )
         return
     stored_generation = insight.get("generation") if insight is not None else None
     if insight is None or (isinstance(stored_generation, int) and stored_generation < generation):
         # Lost (e.g. a database restore) or behind: put our generation back.
-        await reconciler.apply(
-            kind,
-            body=body,
-            meta=meta,
-            spec=spec,
-            status=status,
-            patch=patch,
-            retry=0,
-            drift=synced == "True",
-        )
+        await reconciler.apply(kind, body=body, patch=patch, retry=0, drift=synced == "True")
         return
     if stored_generation != generation:
         # Newer than our body: our view lags behind an update Kopf will deliver next.
@@ -156,15 +129,7 @@ async def resync(
         # replay answered with the stored revision when the content is ours, and overwrites
         # it (a new revision: DriftRepaired) when it is not.
         await reconciler.apply(
-            kind,
-            body=body,
-            meta=meta,
-            spec=spec,
-            status=status,
-            patch=patch,
-            retry=0,
-            drift=True,
-            replaced_revision=revision,
+            kind, body=body, patch=patch, retry=0, drift=True, replaced_revision=revision
         )
         return
     message = f"generation {generation} is live in {kind.service}"
@@ -172,14 +137,13 @@ async def resync(
         message += f" as revision {revision}"
     missing = await reconciler.missing_fallbacks(kind, spec)
     live = live_conditions(kind, insight, message, missing_fallbacks=missing)
-    event_on_change(body, status, live[0], generation=generation)
     updates = list(live)
     if synced != "True":
         updates.append(Condition(SYNCED, True, "Applied", message))
     extra = kind.insight_status(insight)
     if isinstance(revision, int):
         extra["appliedRevision"] = revision
-    write_status(kind, meta, status, patch, updates, generation=generation, extra=extra)
+    report(kind, body, patch, updates, generation=generation, extra=extra)
     RECONCILES.labels(kind=kind.kind, result="resynced").inc()
 
 

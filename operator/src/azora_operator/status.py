@@ -90,6 +90,20 @@ def write_status(
     return conditions
 
 
+def report(
+    kind: Kind,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    updates: list[Condition],
+    *,
+    generation: int,
+    extra: JSON | None = None,
+) -> None:
+    """Write ``updates`` into ``patch``; an Event if Ready (the first update) changed."""
+    event_on_change(body, body.status, updates[0], generation=generation)
+    write_status(kind, body.meta, body.status, patch, updates, generation=generation, extra=extra)
+
+
 def event_on_change(
     body: kopf.Body, status: Mapping[str, Any], new: Condition, *, generation: int
 ) -> None:
