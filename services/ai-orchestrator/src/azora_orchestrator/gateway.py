@@ -23,7 +23,7 @@ from azora_orchestrator import asgi, metrics
 from azora_orchestrator.admission import Admission, Ticket
 from azora_orchestrator.keys import snapshot
 from azora_orchestrator.ledger import LedgerBooker
-from azora_orchestrator.quota import SharedState
+from azora_orchestrator.quota import LeasePolicy, SharedState
 from azora_orchestrator.reporting import StatusPublisher
 from azora_orchestrator.routing import BackendState, Route, RouteTable, StateKey, build_route
 from azora_orchestrator.settings import OrchestratorSettings
@@ -40,7 +40,11 @@ class Gateway:
         self.settings = settings
         self.table = RouteTable({}, {}, 0, b'{"object":"list","data":[]}')
         self._states: dict[StateKey, BackendState] = {}
-        self.shared = SharedState(libpq_url(settings.database_url), settings.shared_pool_size)
+        self.shared = SharedState(
+            libpq_url(settings.database_url),
+            settings.shared_pool_size,
+            LeasePolicy(settings.lease_permille, settings.lease_ttl_s, settings.lease_safety),
+        )
         self.replica = (
             settings.replica_name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         )
@@ -92,8 +96,10 @@ class Gateway:
         self.table = RouteTable(by_model, by_key, revision, orjson.dumps(models))
 
     def install_keys(self, rows: list[Any]) -> None:
-        """Swap in a new snapshot of the active virtual keys (one assignment)."""
-        self.admission.keys = snapshot(rows)
+        """Swap in a new snapshot of the active virtual keys (one assignment); the slices of
+        keys revoked or changed go back (quota.py)."""
+        self.admission.keys = keys = snapshot(rows)
+        self.shared.keys_changed(keys)
 
     async def serve(self, request: Request, op: str) -> Response:
         """One data-plane request (``op``: chat, completions, embeddings or models)."""

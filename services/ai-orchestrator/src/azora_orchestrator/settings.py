@@ -60,6 +60,13 @@ class OrchestratorSettings(ServiceSettings):
     replica_name: str = Field(default="", max_length=253)
     # Connections for the shared admission state (keys with limits or a budget).
     shared_pool_size: int = Field(default=8, ge=1, le=256)
+    # Leases (quota.py): each replica admits a key's requests from a slice of its limits and
+    # budget held in memory, at most lease_permille of each limit and never more than the
+    # headroom / lease_safety, refilled in the background, given back after lease_ttl_s unused.
+    # 0 turns leases off (every request of a limited key is one statement).
+    lease_permille: int = Field(default=20, ge=0, le=100)
+    lease_ttl_s: float = Field(default=1.0, ge=0.05, le=5.0)
+    lease_safety: int = Field(default=4, ge=2, le=1000)
     # Each replica publishes its route status this often; the fleet status merges the views
     # published in the last three intervals.
     status_publish_s: float = Field(default=2.0, gt=0, le=60)
