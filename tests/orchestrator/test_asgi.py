@@ -56,12 +56,13 @@ def test_each_endpoint_has_one_handler_served_as_a_plain_route(gw: Gw) -> None:
     assert isinstance(app, ServiceApp)
     assert type(app.middleware_stack).__name__ == "_Dispatch"  # plain routes skip the stack
     plain = {(r.path, frozenset(r.methods or ())): r.endpoint for r in app.fast_routes}
-    assert plain == {
-        ("/v1/chat/completions", frozenset({"POST"})): api.chat_completions,
-        ("/v1/completions", frozenset({"POST"})): api.completions,
-        ("/v1/embeddings", frozenset({"POST"})): api.embeddings,
-        ("/v1/models", frozenset({"GET", "HEAD"})): api.models,
+    assert set(plain) == {
+        ("/v1/chat/completions", frozenset({"POST"})),
+        ("/v1/completions", frozenset({"POST"})),
+        ("/v1/embeddings", frozenset({"POST"})),
+        ("/v1/models", frozenset({"GET", "HEAD"})),
     }
+    assert len(set(plain.values())) == len(plain)  # a handler per endpoint
     # The route that documents each endpoint runs the very same handler: no twin.
     documented = {
         (r.path, frozenset(r.methods)): r.endpoint

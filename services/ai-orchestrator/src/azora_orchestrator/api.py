@@ -15,7 +15,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_common.admin_routes import AdminKind, admin_routes
 from azora_common.admin_store import ConfigPut, ConfigWritten
 from azora_common.auth import AdminDep
 from azora_common.db import SessionDep
@@ -50,92 +52,59 @@ GatewayDep = Annotated[Gateway, Depends(gateway_of)]
 data_plane = APIRouter(tags=["data plane"])
 
 
-@data_plane.post(
-    "/v1/chat/completions",
-    summary="OpenAI chat completions, routed",
-    openapi_extra=openapi_extra.proxy(streams=True),
-)
-async def chat_completions(request: Request) -> Response:
-    return await gateway_of(request).serve(request, "chat")
+def _relay(
+    path: str, serves: str, summary: str, extra: dict[str, Any], method: str = "POST"
+) -> FastRoute:
+    """Register the endpoint that hands the request to the gateway as the FastAPI route that
+    documents it; answer it as the plain route that serves it."""
 
+    async def endpoint(request: Request) -> Response:
+        return await gateway_of(request).serve(request, serves)
 
-@data_plane.post(
-    "/v1/completions",
-    summary="OpenAI completions, routed",
-    openapi_extra=openapi_extra.proxy(streams=True),
-)
-async def completions(request: Request) -> Response:
-    return await gateway_of(request).serve(request, "completions")
-
-
-@data_plane.post(
-    "/v1/embeddings",
-    summary="OpenAI embeddings, routed",
-    openapi_extra=openapi_extra.proxy(streams=False),
-)
-async def embeddings(request: Request) -> Response:
-    return await gateway_of(request).serve(request, "embeddings")
-
-
-@data_plane.get(
-    "/v1/models",
-    summary="The public model names of all routes (OpenAI list shape)",
-    openapi_extra=openapi_extra.MODELS,
-)
-async def models(request: Request) -> Response:
-    return await gateway_of(request).serve(request, "models")
+    operation = path.removeprefix("/v1/").replace("/", "_")  # chat_completions, models, ...
+    data_plane.add_api_route(
+        path, endpoint, methods=[method], name=operation, summary=summary, openapi_extra=extra
+    )
+    return FastRoute(path, endpoint, methods=[method])
 
 
 FAST_ROUTES = [
-    FastRoute("/v1/chat/completions", chat_completions, methods=["POST"]),
-    FastRoute("/v1/completions", completions, methods=["POST"]),
-    FastRoute("/v1/embeddings", embeddings, methods=["POST"]),
-    FastRoute("/v1/models", models, methods=["GET"]),
-]
+    _relay("/v1/chat/completions", "chat", "OpenAI chat completions, routed",
+           openapi_extra.proxy(streams=True)),
+    _relay("/v1/completions", "completions", "OpenAI completions, routed",
+           openapi_extra.proxy(streams=True)),
+    _relay("/v1/embeddings", "embeddings", "OpenAI embeddings, routed",
+           openapi_extra.proxy(streams=False)),
+    _relay("/v1/models", "models", "The public model names of all routes (OpenAI list shape)",
+           openapi_extra.MODELS, method="GET"),
+]  # fmt: skip
 
 # -- admin ---------------------------------------------------------------------------------------
-
-router = APIRouter(prefix="/admin/v1/routes", tags=["admin"])
 
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 Namespace = Annotated[str, Path(pattern=_K8S_NAME, max_length=253)]
 Name = Annotated[str, Path(pattern=_K8S_NAME, max_length=253)]
 
 
-@router.get("", response_model=RouteList, summary="All stored routes (apiKey omitted)")
-async def list_routes(session: SessionDep, _: AdminDep) -> dict[str, object]:
-    return {"items": await service.list_routes(session)}
-
-
-@router.put(
-    "/{namespace}/{name}",
-    summary="Store or replace a route (idempotent, generation-stamped)",
-    responses={409: {"description": "stale generation"}, 422: {"description": "spec rejected"}},
-)
-async def put_route(
-    namespace: Namespace, name: Name, body: ConfigPut, session: SessionDep, _: AdminDep
+async def _put_route(
+    _: Request, session: AsyncSession, namespace: str, name: str, body: ConfigPut
 ) -> ConfigWritten:
     return await service.put_route(session, namespace, name, body)
 
 
-@router.delete("/{namespace}/{name}", status_code=204, summary="Remove a route (also when absent)")
-async def delete_route(
-    namespace: Namespace, name: Name, session: SessionDep, _: AdminDep
-) -> Response:
+async def _delete_route(_: Request, session: AsyncSession, namespace: str, name: str) -> None:
     await service.delete_route(session, namespace, name)
-    return Response(status_code=204)
 
 
-@router.get(
-    "/{namespace}/{name}/status",
-    response_model=RouteStatus,
-    summary="Live per-backend health, load and latency on this replica",
-)
-async def route_status(
-    namespace: Namespace, name: Name, gateway: GatewayDep, session: SessionDep, _: AdminDep
+async def _list_routes(_: Request, session: AsyncSession) -> list[dict[str, Any]]:
+    return await service.list_routes(session)
+
+
+async def _route_status(
+    request: Request, session: AsyncSession, namespace: str, name: str
 ) -> RouteStatus:
     row = await service.stored_route(session, namespace, name)
-    live = gateway.table.by_key.get(f"{namespace}/{name}")
+    live = gateway_of(request).table.by_key.get(f"{namespace}/{name}")
     if live is not None:
         return live.status(time.monotonic()).model_copy(
             update={"revision": int(row.revision), "generation": int(row.generation)}
@@ -158,6 +127,37 @@ async def route_status(
         for bs in spec.backends
     ]
     return routing_status(int(row.revision), int(row.generation), spec.strategy, unknown)
+
+
+router = admin_routes(
+    AdminKind(
+        plural="routes",
+        noun="route",
+        nouns="routes",
+        context=lambda request: request,
+        put=_put_route,
+        delete=_delete_route,
+        listing=_list_routes,
+        status=_route_status,
+        body=ConfigPut,
+        namespace_param=Namespace,
+        name_param=Name,
+        listing_model=RouteList,
+        status_model=RouteStatus,
+        docs={
+            "put": {
+                "summary": "Store or replace a route (idempotent, generation-stamped)",
+                "responses": {
+                    409: {"description": "stale generation"},
+                    422: {"description": "spec rejected"},
+                },
+            },
+            "delete": {"summary": "Remove a route (also when absent)"},
+            "list": {"summary": "All stored routes (apiKey omitted)"},
+            "status": {"summary": "Live per-backend health, load and latency on this replica"},
+        },
+    )
+)
 
 
 # -- virtual keys --------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import TypeAdapter
 
-from azora_common.admin_store import ConfigPut, ConfigWritten
-from azora_common.auth import AdminDep, Principal, require_scope
+from azora_common.admin_routes import AdminKind, admin_routes
+from azora_common.admin_store import ConfigPut
+from azora_common.auth import Principal, require_scope
 from azora_common.db import Database, SessionDep, unit_of_work
 from azora_common.fastpath import (
     FastRoute,
@@ -216,72 +217,46 @@ async def simulate(
     return await _service(request).simulate(session, body)
 
 
-# --- admin: pricing rules -------------------------------------------------------------------
+# --- admin: pricing rules and policies ------------------------------------------------------
 
 
-@router.put("/admin/v1/pricing-rules/{namespace}/{name}", tags=["admin"])
-async def put_rule(
-    namespace: Namespace,
-    name: Name,
-    body: ConfigPut,
-    request: Request,
-    session: SessionDep,
-    _: AdminDep,
-) -> ConfigWritten:
-    return await _service(request).put_rule(session, namespace, name, body)
-
-
-@router.delete("/admin/v1/pricing-rules/{namespace}/{name}", tags=["admin"], status_code=204)
-async def delete_rule(
-    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
-) -> Response:
-    await _service(request).delete_rule(session, namespace, name)
-    return Response(status_code=204)
-
-
-@router.get("/admin/v1/pricing-rules", tags=["admin"])
-async def list_rules(request: Request, session: SessionDep, _: AdminDep) -> dict[str, Any]:
-    return await _service(request).list_rules(session)
-
-
-@router.get("/admin/v1/pricing-rules/{namespace}/{name}/status", tags=["admin"])
-async def rule_status(
-    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
-) -> dict[str, Any]:
-    return await _service(request).rule_status(session, namespace, name)
-
-
-# --- admin: pricing policies ----------------------------------------------------------------
-
-
-@router.put("/admin/v1/pricing-policies/{namespace}/{name}", tags=["admin"])
-async def put_policy(
-    namespace: Namespace,
-    name: Name,
-    body: ConfigPut,
-    request: Request,
-    session: SessionDep,
-    _: AdminDep,
-) -> ConfigWritten:
-    """Store or replace a PricingPolicy (rounding per currency), live without a redeploy."""
-    return await _service(request).put_policy(session, namespace, name, body)
-
-
-@router.delete("/admin/v1/pricing-policies/{namespace}/{name}", tags=["admin"], status_code=204)
-async def delete_policy(
-    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
-) -> Response:
-    await _service(request).delete_policy(session, namespace, name)
-    return Response(status_code=204)
-
-
-@router.get("/admin/v1/pricing-policies", tags=["admin"])
-async def list_policies(request: Request, session: SessionDep, _: AdminDep) -> dict[str, Any]:
-    return await _service(request).list_policies(session)
-
-
-@router.get("/admin/v1/pricing-policies/{namespace}/{name}/status", tags=["admin"])
-async def policy_status(
-    namespace: Namespace, name: Name, request: Request, session: SessionDep, _: AdminDep
-) -> dict[str, Any]:
-    return await _service(request).policy_status(session, namespace, name)
+router.include_router(
+    admin_routes(
+        AdminKind(
+            plural="pricing-rules",
+            noun="rule",
+            nouns="rules",
+            context=_service,
+            put=PricingService.put_rule,
+            delete=PricingService.delete_rule,
+            listing=PricingService.list_rules,
+            status=PricingService.rule_status,
+            body=ConfigPut,
+            namespace_param=Namespace,
+            name_param=Name,
+        )
+    )
+)
+router.include_router(
+    admin_routes(
+        AdminKind(
+            plural="pricing-policies",
+            noun="policy",
+            nouns="policies",
+            context=_service,
+            put=PricingService.put_policy,
+            delete=PricingService.delete_policy,
+            listing=PricingService.list_policies,
+            status=PricingService.policy_status,
+            body=ConfigPut,
+            namespace_param=Namespace,
+            name_param=Name,
+            docs={
+                "put": {
+                    "description": "Store or replace a PricingPolicy (rounding per currency), "
+                    "live without a redeploy."
+                }
+            },
+        )
+    )
+)

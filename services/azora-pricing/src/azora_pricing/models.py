@@ -38,31 +38,26 @@ products = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-pricing_rules = sa.Table(
-    "pricing_rules",
-    metadata,
-    sa.Column("namespace", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("uid", sa.Text, nullable=False),
-    sa.Column("generation", sa.BigInteger, nullable=False),
-    sa.Column("spec", JSONB, nullable=False),
-    sa.Column("revision", sa.BigInteger, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
 
+def _config_table(name: str) -> sa.Table:
+    """A table of the shared generation-stamped admin store (azora_common.admin_store)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("namespace", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("uid", sa.Text, nullable=False),
+        sa.Column("generation", sa.BigInteger, nullable=False),
+        sa.Column("spec", JSONB, nullable=False),
+        sa.Column("revision", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+pricing_rules = _config_table("pricing_rules")
 # Platform-wide pricing settings an operator changes without a redeploy (PricingPolicy
 # resources): today the rounding mode per currency. A currency is set by at most one policy.
-pricing_policies = sa.Table(
-    "pricing_policies",
-    metadata,
-    sa.Column("namespace", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("uid", sa.Text, nullable=False),
-    sa.Column("generation", sa.BigInteger, nullable=False),
-    sa.Column("spec", JSONB, nullable=False),
-    sa.Column("revision", sa.BigInteger, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
+pricing_policies = _config_table("pricing_policies")
 
 # Every stored change, so a quote's recorded revisions can be looked up later (spec NULL means
 # the rule was deleted at that revision).

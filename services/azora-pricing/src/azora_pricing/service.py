@@ -543,8 +543,8 @@ class PricingService:
         )
         await self.rules.publish(session, f"rule:{namespace}/{name}")
 
-    async def list_rules(self, session: AsyncSession) -> dict[str, Any]:
-        return {"items": [listing_item(r) for r in await self.rules.list(session)]}
+    async def list_rules(self, session: AsyncSession) -> list[dict[str, Any]]:
+        return [listing_item(r) for r in await self.rules.list(session)]
 
     # --- pricing policies (admin) ---------------------------------------------------------
 
@@ -585,8 +585,8 @@ class PricingService:
         if await self.policies.remove(session, namespace, name) is not None:
             await self.policies.publish(session, f"policy:{namespace}/{name}")
 
-    async def list_policies(self, session: AsyncSession) -> dict[str, Any]:
-        return {"items": [listing_item(r) for r in await self.policies.list(session)]}
+    async def list_policies(self, session: AsyncSession) -> list[dict[str, Any]]:
+        return [listing_item(r) for r in await self.policies.list(session)]
 
     async def policy_status(
         self, session: AsyncSession, namespace: str, name: str

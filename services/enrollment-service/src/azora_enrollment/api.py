@@ -15,9 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from azora_common.auth import AdminDep, Principal, require_scope
+from azora_common.admin_routes import AdminKind, admin_routes
+from azora_common.admin_store import ConfigWritten
+from azora_common.auth import Principal, require_scope
 from azora_common.db import DatabaseDep, SessionDep, get_database
 from azora_common.errors import PROBLEM_CONTENT_TYPE
 from azora_common.fastpath import (
@@ -84,55 +87,62 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 # --- admin (the operator's API) ----------------------------------------------------------------
 
 
-@router.put(
-    "/admin/v1/cohorts/{namespace}/{name}",
-    tags=["admin"],
-    response_model=PutResult,
-    responses={
-        409: {"description": "stale-generation"},
-        422: {
-            "description": "invalid-spec, with a reason: a rule of the spec, or azora-pricing "
-            "does not know the product (UnknownProduct) or its price in the currency "
-            "(UnpricedCurrency)"
-        },
-    },
-)
-async def put_cohort(
-    namespace: Namespace,
-    name: Name,
-    body: CohortPut,
-    request: Request,
-    session: SessionDep,
-    now: NowDep,
-    _: AdminDep,
-) -> Any:
+async def _put_cohort(
+    request: Request, session: AsyncSession, namespace: str, name: str, body: CohortPut
+) -> ConfigWritten:
     pricing: PaymentClient = request.app.state.payment_client
+    now = clock_of(request).now()
     return await cohorts.put_cohort(session, namespace, name, body, now, pricing)
 
 
-@router.delete("/admin/v1/cohorts/{namespace}/{name}", tags=["admin"], status_code=204)
-async def delete_cohort(
-    namespace: Namespace, name: Name, session: SessionDep, now: NowDep, _: AdminDep
-) -> Response:
-    await cohorts.delete_cohort(session, namespace, name, now)
-    return Response(status_code=204)
+async def _delete_cohort(
+    request: Request, session: AsyncSession, namespace: str, name: str
+) -> None:
+    await cohorts.delete_cohort(session, namespace, name, clock_of(request).now())
 
 
-@router.get("/admin/v1/cohorts", tags=["admin"])
-async def list_cohorts(session: SessionDep, _: AdminDep) -> dict[str, Any]:
-    return {"items": await cohorts.list_cohorts(session)}
+async def _list_cohorts(_: Request, session: AsyncSession) -> list[dict[str, Any]]:
+    return await cohorts.list_cohorts(session)
 
 
-@router.get(
-    "/admin/v1/cohorts/{namespace}/{name}/status",
-    tags=["admin"],
-    response_model=CohortStatus,
-    responses={404: _PROBLEMS[404]},
-)
-async def cohort_status(
-    namespace: Namespace, name: Name, session: SessionDep, now: NowDep, _: AdminDep
+async def _cohort_status(
+    request: Request, session: AsyncSession, namespace: str, name: str
 ) -> dict[str, Any]:
-    return await views.cohort_status(session, namespace, name, now)
+    return await views.cohort_status(session, namespace, name, clock_of(request).now())
+
+
+router.include_router(
+    admin_routes(
+        AdminKind(
+            plural="cohorts",
+            noun="cohort",
+            nouns="cohorts",
+            context=lambda request: request,
+            put=_put_cohort,
+            delete=_delete_cohort,
+            listing=_list_cohorts,
+            status=_cohort_status,
+            body=CohortPut,
+            namespace_param=Namespace,
+            name_param=Name,
+            written_model=PutResult,
+            status_model=CohortStatus,
+            docs={
+                "put": {
+                    "responses": {
+                        409: {"description": "stale-generation"},
+                        422: {
+                            "description": "invalid-spec, with a reason: a rule of the spec, or "
+                            "azora-pricing does not know the product (UnknownProduct) or its "
+                            "price in the currency (UnpricedCurrency)"
+                        },
+                    }
+                },
+                "status": {"responses": {404: _PROBLEMS[404]}},
+            },
+        )
+    )
+)
 
 
 # --- enrollments -------------------------------------------------------------------------------
