@@ -79,6 +79,7 @@ class Cohorts:
         self.tags = (f"m{n}" for n in itertools.count())
         self.tag = ""
         self.count = 0
+        self.concurrency = 0
 
     def create(self, seconds: float) -> None:
         self.tag = next(self.tags)
@@ -96,6 +97,7 @@ class Cohorts:
             })  # fmt: skip
 
     def script(self, concurrency: int) -> str:
+        self.concurrency = concurrency
         params = {
             "threads": min(2, concurrency),  # what harness.wrk runs
             "cohorts": self.count,
@@ -118,13 +120,25 @@ class Cohorts:
         if any(held[k]["enrolled"] != SEATS or held[k]["waitlisted"] != WAITLIST
                for k in used[:-2]):  # fmt: skip
             problems.append("a cohort before the last two not full")
-        if admitted != result.statuses.get(201, 0):
-            problems.append(f"{admitted} held but {result.statuses.get(201, 0)} answered 201")
+        # Requests still in flight when wrk stops
+        # are admitted and committed, but their 201 is never counted, and this check runs
+        # 0.1 s after wrk, before the harness waits for idle. So admitted - answered 201 lies
+        # in [0, concurrency]; equality would fail whenever wrk's cut-off falls
+        # in a cohort's open phase (seen: "312 held but 304 answered 201" at c=16).
+        answered = result.statuses.get(201, 0)
+        unanswered = admitted - answered
+        if not 0 <= unanswered <= self.concurrency:
+            problems.append(f"{admitted} held but {answered} answered 201")
         if set(result.statuses) - {201, 409}:
             problems.append(f"unexpected statuses {result.statuses}")
         if problems:
             raise RuntimeError(f"enrollment outcome wrong: {'; '.join(problems)}")
-        return {"cohorts_used": len(used), "admitted": admitted, "statuses": result.statuses}
+        return {
+            "cohorts_used": len(used),
+            "admitted": admitted,
+            "admitted_in_flight_at_cutoff": unanswered,
+            "statuses": result.statuses,
+        }
 
 
 def main() -> int:
