@@ -232,7 +232,8 @@ class Admission:
     async def _admit_shared(
         self, ticket: Ticket, key: KeyInfo, route: Route, taken: list[tuple[Bucket, int]]
     ) -> Response | None:
-        """The key's limits and budget, shared by every replica (quota.py): one statement."""
+        """The key's limits and budget, shared by every replica (quota.py): from this
+        replica's lease of the key (no round trip), else one statement."""
         prompt, out = self._estimate(ticket.payload, ticket.body, ticket.op)
         cost = estimate_cost(key, route, prompt, out) if key.budget else 0
         try:
