@@ -41,6 +41,32 @@ SERVICE_INFO = Gauge(
     ["service", "version"],
 )
 
+
+class InFlight:
+    """One service's count of requests being handled, read by its gauge child at scrape time.
+
+    A plain integer instead of the gauge's own ``inc``/``dec`` (a lock each, ~0.3 µs): the
+    count only changes on the event loop's thread (the one middleware call per request). Every
+    middleware of a service (ServiceApp has two) and every app of it in a process share it.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_IN_FLIGHT: dict[str, InFlight] = {}
+
+
+def in_flight(service: str) -> InFlight:
+    counter = _IN_FLIGHT.get(service)
+    if counter is None:
+        counter = _IN_FLIGHT[service] = InFlight()
+        HTTP_IN_FLIGHT.labels(service).set_function(lambda: counter.count)
+    return counter
+
+
 UNMATCHED = "<unmatched>"
 SKIPPED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
