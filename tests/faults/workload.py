@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -116,15 +116,19 @@ class Workload:
             try:
                 resp = http.request(method, url, json=body, headers=headers)
             except httpx.HTTPError as exc:
-                op.attempts.append(Attempt(started, time.time(), None, type(exc).__name__))
+                with self._lock:
+                    op.attempts.append(Attempt(started, time.time(), None, type(exc).__name__))
             else:
-                op.attempts.append(Attempt(started, time.time(), resp.status_code))
+                try:
+                    result: Any = resp.json()
+                except ValueError:
+                    result = resp.text
+                # Under the lock: a snapshot sees an attempt and its answer together or not at all.
+                with self._lock:
+                    op.attempts.append(Attempt(started, time.time(), resp.status_code))
+                    if resp.status_code < 500:
+                        op.status, op.result = resp.status_code, result
                 if resp.status_code < 500:
-                    op.status = resp.status_code
-                    try:
-                        op.result = resp.json()
-                    except ValueError:
-                        op.result = resp.text
                     return op
             if time.monotonic() > deadline:
                 return op
@@ -191,8 +195,15 @@ class Workload:
     # -- reading the record ------------------------------------------------------------------
 
     def snapshot(self, kind: str | None = None) -> list[Op]:
+        """The record as it is now: copies, so an answer arriving while a check reads the
+        services does not change what the check compares against (an op answered after the
+        snapshot is still "in flight" in it)."""
         with self._lock:
-            return [op for op in self.ops if kind is None or op.kind == kind]
+            return [
+                replace(op, attempts=list(op.attempts))
+                for op in self.ops
+                if kind is None or op.kind == kind
+            ]
 
     def first_success_after(self, kinds: set[str], t0: float) -> float | None:
         """The end of the first decided attempt that started after ``t0`` (wall clock)."""
