@@ -264,7 +264,7 @@ def test_helm_upgrade_under_load_fails_no_request(
     (STATE / "upgrade-result.json").write_text(
         json.dumps({"ok": loop.ok, "failed": len(loop.failed), "seconds": round(elapsed, 1)})
     )
-    assert loop.failed == [], loop.failed[:5]
+    assert loop.failed == [], f"{loop.failed[:5]}; gateway's view: {_gateway_view(release)}"
 
     # The rollout completed: once the old pods have drained (preStop + graceful shutdown),
     # every pod of every Deployment runs the new tag.
@@ -288,3 +288,15 @@ def test_helm_upgrade_under_load_fails_no_request(
     env = cluster.apps.read_namespaced_deployment(f"{RELEASE}-pricing", NAMESPACE)
     names = {e.name: e.value for e in env.spec.template.spec.containers[0].env or []}
     assert names.get("AZORA_UPGRADE_MARK") == "2"
+
+
+def _gateway_view(release: Release) -> str:
+    """What the gateway says about the echo route (health and ejections per backend, merged
+    across replicas): the first thing to read when a chat request failed during a rollout."""
+    url = f"{release.urls['orchestrator']}/admin/v1/routes/{NAMESPACE}/cluster-echo/status"
+    try:
+        with httpx.Client(headers=bearer(release.tokens["admin-token"]), timeout=10) as http:
+            r = http.get(url)
+        return f"{r.status_code} {r.text[:2000]}"
+    except httpx.HTTPError as exc:
+        return f"unavailable ({exc!r})"
