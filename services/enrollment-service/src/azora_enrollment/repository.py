@@ -8,10 +8,11 @@ row and the states of its enrollments change together and never interleave.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import operator
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -282,6 +283,40 @@ class Admission:
     existing_state: str | None
 
 
+_STORE_REFUSAL = """
+INSERT INTO idempotency_keys AS k (scope, key, request_hash, request_body, response_status,
+    response_body, created_at)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7)
+ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
+    request_body = excluded.request_body, response_status = excluded.response_status,
+    response_body = excluded.response_body, created_at = excluded.created_at
+  WHERE k.created_at < $8
+RETURNING key
+"""
+_STORED_ANSWER = (
+    "SELECT request_hash, request_body::text AS request_body, response_status, "
+    "response_body::text AS response_body FROM idempotency_keys WHERE scope = $1 AND key = $2"
+)
+
+
+@contextlib.asynccontextmanager
+async def _driver(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
+    """The session's asyncpg connection, for statements sent as they are: in a session that has
+    sent nothing yet each is its own transaction (SQLAlchemy's adapter begins lazily, on its
+    own first statement); inside a transaction, more statements of it."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    try:
+        yield raw.driver_connection
+    except asyncpg.PostgresError:
+        raise  # the server answered: the connection is fine
+    except BaseException:
+        # A dead socket or a cancelled call: SQLAlchemy did not see the error (we bypassed it),
+        # so tell the pool to discard this connection instead of handing it out again.
+        await connection.invalidate()
+        raise
+
+
 async def store_refusal(
     session: AsyncSession,
     *,
@@ -296,53 +331,26 @@ async def store_refusal(
 ) -> Admission | None:
     """Store a refusal under its Idempotency-Key (``enrollment_admit`` undid its own key row
     with the refusal). ``None``: stored. Otherwise the key is live with another answer, stored
-    meanwhile by a concurrent request with the same key: that row, to replay or refuse."""
-    row = (
-        await session.execute(
-            sa.text(
-                """
-                INSERT INTO idempotency_keys AS k (scope, key, request_hash, request_body,
-                    response_status, response_body, created_at)
-                VALUES (:scope, :key, :hash, CAST(:body AS jsonb), :status,
-                    CAST(:response AS jsonb), :now)
-                ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
-                    request_body = excluded.request_body,
-                    response_status = excluded.response_status,
-                    response_body = excluded.response_body, created_at = excluded.created_at
-                  WHERE k.created_at < :expired_before
-                RETURNING key
-                """
-            ),
-            {
-                "scope": scope,
-                "key": key,
-                "hash": request_hash,
-                "body": request_body,
-                "status": status,
-                "response": response,
-                "now": now,
-                "expired_before": expired_before,
-            },
-        )
-    ).first()
-    if row is not None:
-        return None
-    stored = (
-        await session.execute(
-            sa.text(
-                "SELECT request_hash, request_body::text AS request_body, response_status, "
-                "response_body::text AS response_body FROM idempotency_keys "
-                "WHERE scope = :scope AND key = :key"
-            ),
-            {"scope": scope, "key": key},
-        )
-    ).one()
+    meanwhile by a concurrent request with the same key: that row, to replay or refuse.
+
+    One statement in autocommit on the session's asyncpg connection, as ``admit`` (most
+    refusals are a full cohort's, the commonest answer under load); the stored row is read in
+    a second statement only when a concurrent request with the same key got there first."""
+    async with _driver(session) as conn:
+        stored = await conn.fetchval(
+            _STORE_REFUSAL, scope, key, request_hash, request_body, status, response, now,
+            expired_before,
+        )  # fmt: skip
+        if stored is not None:
+            return None
+        row = await conn.fetchrow(_STORED_ANSWER, scope, key)
+    assert row is not None
     return Admission(
         outcome="replay",
-        status=stored.response_status,
-        response=stored.response_body,
-        request_hash=stored.request_hash,
-        request_body=stored.request_body,
+        status=row["response_status"],
+        response=row["response_body"],
+        request_hash=row["request_hash"],
+        request_body=row["request_body"],
         segment=None,
         unmet=None,
         existing_id=None,
@@ -356,23 +364,12 @@ async def admit(session: AsyncSession, args: AdmitArgs) -> Admission:
     payment job and the stored response. A refusal is an outcome (the function undoes its own
     writes), never an error.
 
-    Sent on the session's asyncpg connection as it is: a session that has sent nothing yet is
-    in autocommit (SQLAlchemy's adapter begins lazily, on its own first statement), so the
+    Sent on the session's asyncpg connection as it is (``_driver``): in a fresh session the
     statement is its own transaction, without BEGIN and COMMIT round trips, and the session's
     commit sends nothing. Inside a transaction (the bulk request's) it is one more statement.
     """
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    conn: asyncpg.Connection = raw.driver_connection
-    try:
+    async with _driver(session) as conn:
         row = await conn.fetchrow(_ADMIT, *_admit_values(args))
-    except asyncpg.PostgresError:
-        raise  # the server answered: the connection is fine
-    except BaseException:
-        # A dead socket or a cancelled call: SQLAlchemy did not see the error (we bypassed it),
-        # so tell the pool to discard this connection instead of handing it out again.
-        await connection.invalidate()
-        raise
     assert row is not None
     return Admission(
         outcome=row["o_outcome"],
