@@ -104,21 +104,22 @@ async def enroll(
     key like an acceptance (docs/idempotency.md), so a retry replays it even after a seat was
     freed. ``enrollment_admit`` undoes its own writes for a refusal, the key included, so the
     refusal is stored in a statement of its own."""
+    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).hexdigest()
     try:
-        return await _decide(sessionmaker, body, key, now=now, actor=actor)
+        return await _decide(sessionmaker, body, key, canonical, digest, now=now, actor=actor)
     except (IdempotencyKeyReused, CohortChanging):
         raise  # not an answer to this request's body (Stripe stores neither)
     except ProblemError as refusal:
         if key is None or refusal.status >= 500:
             raise
-        canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         problem = orjson.dumps(refusal.to_problem("/v1/enrollments")).decode()
         async with sessionmaker() as session:
             stored = await repo.store_refusal(
                 session,
                 scope=SCOPE,
                 key=key,
-                request_hash=hashlib.sha256(canonical).hexdigest(),
+                request_hash=digest,
                 request_body=canonical.decode(),
                 status=refusal.status,
                 response=problem,
@@ -129,7 +130,7 @@ async def enroll(
         if stored is None:
             raise  # stored: the answer is this refusal
         # A concurrent request with this key stored its answer first: that one is the answer.
-        if stored.request_hash != hashlib.sha256(canonical).hexdigest():
+        if stored.request_hash != digest:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request body",
                 idempotency_key=key,
@@ -146,6 +147,8 @@ async def _decide(
     sessionmaker: async_sessionmaker[AsyncSession],
     body: EnrollmentIn,
     key: str | None,
+    canonical: bytes,
+    digest: str,
     *,
     now: datetime,
     actor: str,
@@ -157,8 +160,6 @@ async def _decide(
     """
     namespace, name = body.cohort.split("/", 1)
     student = StudentRef(body.student.id, body.student.segment, body.student.attributes)
-    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.sha256(canonical).hexdigest()
     enrollment_id = uuid.uuid4()
     view = _view_template(enrollment_id, body.cohort, now)
     cohort = _cohort_hints.get((namespace, name))
