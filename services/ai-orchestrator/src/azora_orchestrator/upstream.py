@@ -68,8 +68,25 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_USAGE_KEY = b'"usage"'
+
+
+def _carries_usage(data: bytes) -> bool:
+    """Whether ``data`` has a ``"usage"`` key whose value is an object. Once usage is asked for,
+    OpenAI-style streams send ``"usage": null`` in every chunk and the object only in the last
+    one: only that one is worth parsing (a null never yields usage)."""
+    i = data.find(_USAGE_KEY)
+    while i >= 0:
+        i += len(_USAGE_KEY)
+        rest = data[i : i + 16].lstrip()
+        if rest[:1] == b":" and rest[1:].lstrip()[:1] == b"{":
+            return True
+        i = data.find(_USAGE_KEY, i)
+    return False
+
+
 def _usage_of(body: bytes) -> dict[str, Any] | None:
-    if b'"usage"' not in body:
+    if not _carries_usage(body):
         return None
     try:
         usage = orjson.loads(body).get("usage")
@@ -82,7 +99,7 @@ def _without_usage_event(chunk: bytes) -> bytes:
     """The chunk without its usage-only event (``"choices": []``, a usage object)."""
     kept: list[bytes] = []
     for event in chunk.split(b"\n\n"):
-        if event.startswith(b"data: {") and b'"usage"' in event:
+        if event.startswith(b"data: {") and _carries_usage(event):
             try:
                 data = orjson.loads(event[6:])
             except orjson.JSONDecodeError:
@@ -99,7 +116,7 @@ def _without_usage_event(chunk: bytes) -> bytes:
 def _stream_usage(chunk: bytes) -> dict[str, Any] | None:
     # Only the chunk that carries usage (stream_options.include_usage) is parsed.
     for line in chunk.split(b"\n"):
-        if line.startswith(b"data: {") and b'"usage"' in line:
+        if line.startswith(b"data: {") and _carries_usage(line):
             try:
                 usage = orjson.loads(line[6:]).get("usage")
             except (orjson.JSONDecodeError, AttributeError):
@@ -469,7 +486,7 @@ class Upstream:
             # error event (clients see a clear error, not a hang), never a retry.
             while chunk:
                 events += chunk.count(b"data:")
-                if b'"usage"' in chunk:
+                if _carries_usage(chunk):
                     usage = _stream_usage(chunk) or usage
                     if ticket.strip_usage:
                         chunk = _without_usage_event(chunk)
