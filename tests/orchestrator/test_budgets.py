@@ -49,6 +49,42 @@ async def spend_of(http: aiohttp.ClientSession, gw: Gw, key_id: str) -> dict[str
         return body
 
 
+async def drive_until_refused(
+    http: aiohttp.ClientSession,
+    replicas: list[Gw],
+    model: str,
+    secret: str,
+    *,
+    clients: int,
+    rounds: int,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Rounds of ``clients`` concurrent clients per replica, each sending until its 402, with
+    every settlement written after each round, until a whole round is refused at once.
+    Returns the requests answered 200 and the refusals (body and headers) in order."""
+    ok = 0
+    refused: list[dict[str, Any]] = []
+
+    async def client(gw: Gw) -> None:
+        nonlocal ok
+        while True:
+            status, body, headers = await chat(
+                http, gw, model, headers=bearer(secret), max_tokens=5
+            )
+            if status == 402:
+                refused.append({"body": body, "headers": headers})
+                return
+            assert status == 200, body
+            ok += 1
+
+    for _ in range(rounds):
+        before = ok
+        await asyncio.gather(*(client(r) for r in replicas for _ in range(clients)))
+        await flush_all(replicas)
+        if ok == before:
+            break
+    return ok, refused
+
+
 def prompt_estimate(model: str, **extra: Any) -> int:
     """The gateway's prompt estimate for tests.orchestrator.conftest.chat's body."""
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
@@ -72,29 +108,8 @@ async def test_budget_holds_across_three_replicas(
     actual = a.prompt_tokens * 1 + a.completion_tokens * 2  # 17
     estimate = prompt_estimate(model, max_tokens=5) * 1 + 5 * 2
     assert estimate >= actual
-    ok = 0
-    refused: list[dict[str, Any]] = []
-
-    async def client(gw: Gw) -> None:
-        nonlocal ok
-        while True:
-            status, body, headers = await chat(
-                http, gw, model, headers=bearer(secret), max_tokens=5
-            )
-            if status == 402:
-                refused.append({"body": body, "headers": headers})
-                return
-            assert status == 200, body
-            ok += 1
-
-    # Rounds of 3 replicas x 6 concurrent clients until, with every settlement written,
-    # a whole round is refused at once.
-    for _ in range(30):
-        before = ok
-        await asyncio.gather(*(client(r) for r in replicas for _ in range(6)))
-        await flush_all(replicas)
-        if ok == before:
-            break
+    # Rounds of 3 replicas x 6 concurrent clients until a whole round is refused at once.
+    ok, refused = await drive_until_refused(http, replicas, model, secret, clients=6, rounds=30)
     spend = await spend_of(http, replicas[0], key["id"])
     assert spend["reserved"] == 0
     assert spend["totalSpent"] == spend["spent"] == ok * actual  # enforcement = the backend's usage
@@ -130,31 +145,11 @@ async def test_budget_window_resets_on_every_replica(
     estimate = prompt_estimate(model, max_tokens=5) + 5
     # Start right after a window boundary so the whole drive stays in one window.
     await asyncio.sleep(period - time.time() % period + 0.05)
-    ok = 0
-    resets: list[str] = []
-
-    async def client(gw: Gw) -> None:
-        nonlocal ok
-        while True:
-            status, body, headers = await chat(
-                http, gw, model, headers=bearer(secret), max_tokens=5
-            )
-            if status == 402:
-                resets.append(headers["x-azora-budget-reset"])
-                return
-            assert status == 200, body
-            ok += 1
-
-    for _ in range(10):
-        before = ok
-        await asyncio.gather(*(client(r) for r in replicas for _ in range(3)))
-        await flush_all(replicas)
-        if ok == before:
-            break
+    ok, refused = await drive_until_refused(http, replicas, model, secret, clients=3, rounds=10)
     spend = await spend_of(http, replicas[0], key["id"])
     assert spend["spent"] == ok * tokens
     assert budget <= spend["spent"] <= budget + estimate - 1  # the bound, in tokens
-    reset = datetime.fromisoformat(resets[-1]).timestamp()
+    reset = datetime.fromisoformat(refused[-1]["headers"]["x-azora-budget-reset"]).timestamp()
     assert reset - time.time() <= period
     await asyncio.sleep(max(0.0, reset - time.time()) + 0.05)
     for r in replicas:  # a new window: the key works again everywhere

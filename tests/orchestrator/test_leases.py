@@ -30,7 +30,13 @@ from tests.orchestrator.conftest import (
     unique,
     wait_for_key,
 )
-from tests.orchestrator.test_budgets import PRICE, flush_all, prompt_estimate, spend_of
+from tests.orchestrator.test_budgets import (
+    PRICE,
+    drive_until_refused,
+    flush_all,
+    prompt_estimate,
+    spend_of,
+)
 
 # Slices of 10 % of each limit (the default is 2 %), so that small test budgets lease at all.
 TTL = 2.0
@@ -180,27 +186,7 @@ async def test_near_the_limit_the_exact_path_keeps_the_bound(
     actual = a.prompt_tokens * 1 + a.completion_tokens * 2
     estimate = prompt_estimate(model, max_tokens=5) * 1 + 5 * 2
     local = sum(r.gateway.shared.leased for r in leased)
-    ok = 0
-    refused: list[dict[str, Any]] = []
-
-    async def client(gw: Gw) -> None:
-        nonlocal ok
-        while True:
-            status, body, headers = await chat(
-                http, gw, model, headers=bearer(secret), max_tokens=5
-            )
-            if status == 402:
-                refused.append({"body": body, "headers": headers})
-                return
-            assert status == 200, body
-            ok += 1
-
-    for _ in range(30):
-        before = ok
-        await asyncio.gather(*(client(r) for r in leased for _ in range(6)))
-        await flush_all(leased)
-        if ok == before:
-            break
+    ok, refused = await drive_until_refused(http, leased, model, secret, clients=6, rounds=30)
     assert sum(r.gateway.shared.leased for r in leased) - local > 0  # slices were used
     spend = await spend_of(http, leased[0], key["id"])
     assert spend["reserved"] == 0  # no slice is left held at the limit
