@@ -14,12 +14,12 @@ must pass both to receive requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import aiohttp
 
+from azora_common.tasks import stop_tasks
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.routing import Backend, Route
 
@@ -37,10 +37,7 @@ class ActiveHealthChecker:
         self._task = asyncio.create_task(self._run(), name="active-health")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
 
     async def _run(self) -> None:
         while True:

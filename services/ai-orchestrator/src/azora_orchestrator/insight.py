@@ -16,11 +16,11 @@ published like any other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from azora_common.changes import ChangeFeed
+from azora_common.tasks import stop_tasks
 from azora_orchestrator.gateway import Gateway
 from azora_orchestrator.routing import Route
 
@@ -55,10 +55,7 @@ class HealthWatch:
         self._task = asyncio.create_task(self._run(), name="health-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
 
     def look(self, now: float) -> list[Route]:
         """Routes whose view changed since the last look (published to the feed)."""

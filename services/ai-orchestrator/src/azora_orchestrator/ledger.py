@@ -20,7 +20,6 @@ tag).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from azora_common.tasks import stop_tasks
 from azora_orchestrator import metrics
 
 if TYPE_CHECKING:
@@ -102,10 +102,7 @@ class LedgerBooker:
         self._task = asyncio.create_task(self._run(), name="ledger-booker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
         if self._session is not None:
             await self._session.close()
 

@@ -58,7 +58,6 @@ key's window resets (stricter; for a budget without a period, until an operator 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -67,6 +66,7 @@ from datetime import datetime
 
 import asyncpg
 
+from azora_common.tasks import stop_tasks
 from azora_orchestrator.cost import MILLION
 from azora_orchestrator.keys import TOKENS, KeyInfo
 from azora_orchestrator.routing import Route
@@ -241,10 +241,7 @@ class SharedState:
 
     async def stop(self) -> None:
         """Give every unused slice back, then close the pool."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stop_tasks(self._sweeper)
         for lease in list(self._leases.values()):
             self._retire(lease)
         if self._tasks:

@@ -12,7 +12,6 @@ ejected, active checks passing, latency EWMA, error rate) to ``replica_status`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import logging
@@ -24,6 +23,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_common.errors import InvalidField
+from azora_common.tasks import stop_tasks
 from azora_orchestrator import repository
 from azora_orchestrator.schemas import parse_duration
 
@@ -200,10 +200,7 @@ class StatusPublisher:
         self._task = asyncio.create_task(self._run(), name="status-publisher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
 
     async def publish(self) -> None:
         pool = self.gateway.shared.pool

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from azora_common.tasks import stop_tasks
 from azora_orchestrator import metrics
 from azora_orchestrator.admission import Ticket
 from azora_orchestrator.keys import TOKENS
@@ -146,10 +147,7 @@ class Recorder:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
         # A graceful stop writes what is left.
         with contextlib.suppress(Exception):
             await self.flush()

@@ -18,6 +18,7 @@ from azora_common.app import create_service_app
 from azora_common.db import Database
 from azora_common.fastpath import install_fast_routes
 from azora_common.listener import libpq_url
+from azora_common.tasks import stop_tasks
 from azora_ledger import __version__
 from azora_ledger.accounts.api import router as accounts_router
 from azora_ledger.gate import WriteGate
@@ -81,11 +82,7 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(*tasks)
             if app.state.coalescer is not None:
                 await app.state.coalescer.close()
             await pool.close()

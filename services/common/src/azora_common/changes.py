@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_common.auth import AdminDep
 from azora_common.listener import libpq_url, notify
+from azora_common.tasks import stop_tasks
 
 log = logging.getLogger("azora.changes")
 
@@ -166,10 +167,7 @@ class ChangeFeed:
         self._task = asyncio.create_task(self._run(), name="changes")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self.record(str(payload))

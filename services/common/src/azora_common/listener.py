@@ -18,6 +18,8 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_common.tasks import stop_tasks
+
 log = logging.getLogger("azora.listener")
 
 Reload = Callable[[], Awaitable[None]]
@@ -69,10 +71,7 @@ class RevisionListener:
         self._task = asyncio.create_task(self._run(), name=f"listener:{self._channel}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks(self._task)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

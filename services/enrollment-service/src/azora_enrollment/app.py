@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from azora_common.app import create_service_app
 from azora_common.db import Database
 from azora_common.fastpath import install_fast_routes
+from azora_common.tasks import stop_tasks
 from azora_enrollment import __version__, lifecycle, metrics, priceability
 from azora_enrollment import repository as repo
 from azora_enrollment.analytics import ratio
@@ -115,11 +116,7 @@ def create_app(settings: EnrollmentSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(*tasks)
             await client.aclose()
 
     app = create_service_app(

@@ -20,7 +20,6 @@ stay nearly as large as with one worker; ``"any"`` starts one whenever a worker 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import deque
@@ -29,6 +28,7 @@ from collections.abc import Hashable
 import asyncpg
 
 from azora_common.errors import ProblemError
+from azora_common.tasks import stop_tasks
 from azora_ledger.errors import LedgerBusy
 from azora_ledger.gate import WriteGate
 from azora_ledger.metrics import RETRIES
@@ -92,11 +92,7 @@ class Coalescer:
         return await future
 
     async def close(self) -> None:
-        for w in self.workers:
-            w.cancel()
-        for w in self.workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
+        await stop_tasks(*self.workers)
         while self.queue:
             future = self.queue.popleft().future
             if not future.done():
