@@ -418,8 +418,9 @@ async def test_stale_revision_decides_nothing(client: httpx.AsyncClient, ns: str
     async with app.state.db.sessionmaker() as session:
         row = await repo.get_cohort(session, ns, "c")
         assert row is not None
+    async with app.state.db.driver() as conn:
         decided = await repo.admit(
-            session,
+            conn,
             repo.AdmitArgs(
                 scope="POST /v1/enrollments",
                 key=None,
@@ -449,7 +450,8 @@ async def test_stale_revision_decides_nothing(client: httpx.AsyncClient, ns: str
                 reason="test",
             ),
         )
-        assert decided.outcome == "stale"
+    assert decided.outcome == "stale"
+    async with app.state.db.sessionmaker() as session:
         assert (
             await session.execute(sa.select(students.c.id).where(students.c.id == f"{ns}-x"))
         ).first() is None
@@ -501,6 +503,43 @@ async def test_refusal_is_stored_under_the_key(client: httpx.AsyncClient, ns: st
     taken = await client.post("/v1/enrollments", json=body, headers={"Idempotency-Key": f"{ns}-k2"})
     assert taken.status_code == 201, taken.text
     assert taken.json()["state"] == "enrolled"
+
+
+async def test_full_refusal_is_stored_by_its_decision(client: httpx.AsyncClient, ns: str) -> None:
+    # A full cohort's refusal under a key is stored by the statement that decides it (migration
+    # 0008): the same answer as without a key, one key row with it, replayed once there is room.
+    await put_cohort(client, ns, "c", spec(capacity=1))
+    await enroll(client, f"{ns}/c", "a")
+    unkeyed = await client.post(
+        "/v1/enrollments", json={"cohort": f"{ns}/c", "student": {"id": "u"}}
+    )
+    body = {"cohort": f"{ns}/c", "student": {"id": "b"}}
+    key = {"Idempotency-Key": f"{ns}-full"}
+    refused = await client.post("/v1/enrollments", json=body, headers=key)
+    assert (refused.status_code, unkeyed.status_code) == (409, 409)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "Idempotent-Replayed" not in refused.headers
+    assert refused.content == unkeyed.content
+    assert _slug(refused) == "cohort-full"
+    app = client.app  # type: ignore[attr-defined]
+    async with app.state.db.sessionmaker() as session:
+        stored = await session.execute(
+            sa.text(
+                "SELECT response_status, response_body FROM idempotency_keys"
+                " WHERE scope = 'POST /v1/enrollments' AND key = :key"
+            ),
+            {"key": f"{ns}-full"},
+        )
+        assert stored.all() == [(409, refused.json())]
+    await put_cohort(client, ns, "c", spec(capacity=2), generation=2)
+    replay = await client.post("/v1/enrollments", json=body, headers=key)
+    assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (409, "true")
+    assert replay.json() == refused.json()
+    other = await client.post(
+        "/v1/enrollments", json={"cohort": f"{ns}/c", "student": {"id": "c"}}, headers=key
+    )
+    assert (other.status_code, _slug(other)) == (422, "idempotency-key-reused")
+    assert (await status(client, ns, "c"))["enrolled"] == 1
 
 
 async def test_validation_failure_leaves_the_key_free(client: httpx.AsyncClient, ns: str) -> None:
@@ -561,6 +600,32 @@ async def test_concurrent_duplicates_take_one_place(make_app: AppFactory) -> Non
         assert len({r.json()["id"] for r in responses}) == 1
         assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 19
         assert (await status(a, ns, "c"))["enrolled"] == 1
+
+
+async def test_concurrent_duplicates_of_a_full_refusal(make_app: AppFactory) -> None:
+    # Two replicas, the same key sent 20 times at once at a full cohort: one refusal stored by
+    # its decision, the other 19 replay it (none stored twice, none decided as if first).
+    ns = "t-" + uuid.uuid4().hex[:10]
+    one, two = make_app(), make_app()
+    async with (
+        committing_client(one, headers=bearer(API_TOKEN)) as a,
+        committing_client(two, headers=bearer(API_TOKEN)) as b,
+    ):
+        await put_cohort(a, ns, "c", spec(capacity=1))
+        await enroll(a, f"{ns}/c", "first")
+        body = {"cohort": f"{ns}/c", "student": {"id": "dup"}}
+        responses = await asyncio.gather(
+            *(
+                (a if i % 2 else b).post(
+                    "/v1/enrollments", json=body, headers={"Idempotency-Key": f"{ns}-same"}
+                )
+                for i in range(20)
+            )
+        )
+        assert Counter(r.status_code for r in responses) == {409: 20}
+        assert len({r.content for r in responses if "Idempotent-Replayed" not in r.headers}) == 1
+        assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 19
+        assert {_slug(r) for r in responses} == {"cohort-full"}
 
 
 @pytest.mark.integration

@@ -8,12 +8,14 @@ themselves or use unique data).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 
 from azora_common.db import Database
 
@@ -50,10 +52,11 @@ async def rollback_client(
         db: Database = app.state.db
         async with db.engine.connect() as conn:
             outer = await conn.begin()
-            original = db.sessionmaker
+            original = db.sessionmaker, db.driver
             db.sessionmaker = async_sessionmaker(
                 bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
+            db.driver = functools.partial(_savepoint_driver, conn)
             try:
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(
@@ -61,5 +64,14 @@ async def rollback_client(
                 ) as client:
                     yield client
             finally:
-                db.sessionmaker = original
+                db.sessionmaker, db.driver = original
                 await outer.rollback()
+
+
+@asynccontextmanager
+async def _savepoint_driver(conn: AsyncConnection) -> AsyncIterator[asyncpg.Connection]:
+    """``Database.driver`` inside the test's outer transaction: each use is a savepoint (as a
+    session's commit is), so a failed statement undoes only itself."""
+    async with conn.begin_nested():
+        raw = await conn.get_raw_connection()
+        yield raw.driver_connection

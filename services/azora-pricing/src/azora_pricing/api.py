@@ -157,11 +157,8 @@ async def _store_without_session(
         return await service.create_quote_fast(body, writer.store)
     # Writer off: a pooled connection, the same statement for this quote alone (no
     # transaction to begin or commit; the pool's reset on return is a no-op).
-    async with db.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        return await service.create_quote_fast(
-            body, functools.partial(store_alone, raw.driver_connection)
-        )
+    async with db.driver() as conn:
+        return await service.create_quote_fast(body, functools.partial(store_alone, conn))
 
 
 FAST_ROUTES = [FastRoute("/v1/quotes", create_quote, methods=["POST"])]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
+import asyncpg
 import orjson
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
@@ -53,6 +55,28 @@ class Database:
             connect_args={"server_settings": {"application_name": settings.service_name}},
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # For statements sent as they are, without a session (the hot paths' one statement
+        # per request). A test's rolled-back connection replaces both seams together.
+        self.driver: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]] = (
+            self.pooled_driver
+        )
+
+    @contextlib.asynccontextmanager
+    async def pooled_driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg connection: each statement sent on it is its own
+        transaction (autocommit; no BEGIN/COMMIT round trips), and giving the connection back
+        sends nothing."""
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            try:
+                yield raw.driver_connection
+            except asyncpg.PostgresError:
+                raise  # the server answered: the connection is fine
+            except BaseException:
+                # A dead socket or a cancelled call, which SQLAlchemy did not see (we bypassed
+                # it): the pool discards this connection instead of handing it out again.
+                await connection.invalidate()
+                raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -30,8 +30,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_common.db import Database
 from azora_common.errors import Conflict
 from azora_common.idempotency import IdempotencyKeyReused, differing_fields
 from azora_enrollment import lifecycle, metrics, priceability, views
@@ -48,6 +49,7 @@ from azora_enrollment.schemas import EnrollmentIn
 from azora_enrollment.spec import CohortSpec, spec_of
 
 SCOPE = "POST /v1/enrollments"
+PATH = "/v1/enrollments"
 # As run_idempotent's default: a key older than this is forgotten and may be reused.
 KEY_RETENTION = timedelta(hours=24)
 # stale (a spec change) and expire_first each cost one more statement; more than a few in a
@@ -93,7 +95,7 @@ def _remember(namespace: str, name: str, cohort: repo.CohortRow | None) -> None:
 
 
 async def enroll(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    db: Database,
     body: EnrollmentIn,
     key: str | None,
     *,
@@ -102,21 +104,22 @@ async def enroll(
 ) -> Answer:
     """Decide one enrollment request; with an Idempotency-Key, a refusal is stored under the
     key like an acceptance (docs/idempotency.md), so a retry replays it even after a seat was
-    freed. ``enrollment_admit`` undoes its own writes for a refusal, the key included, so the
-    refusal is stored in a statement of its own."""
+    freed. A full cohort's refusal (the commonest under load) is stored by the statement that
+    decides it (``AdmitArgs.full_response``); ``enrollment_admit`` undoes its own writes for
+    any other refusal, the key included, so that one is stored in a statement of its own."""
     canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(canonical).hexdigest()
     try:
-        return await _decide(sessionmaker, body, key, canonical, digest, now=now, actor=actor)
+        return await _decide(db, body, key, canonical, digest, now=now, actor=actor)
     except (IdempotencyKeyReused, CohortChanging):
         raise  # not an answer to this request's body (Stripe stores neither)
     except ProblemError as refusal:
         if key is None or refusal.status >= 500:
             raise
-        problem = orjson.dumps(refusal.to_problem("/v1/enrollments")).decode()
-        async with sessionmaker() as session:
+        problem = orjson.dumps(refusal.to_problem(PATH)).decode()
+        async with db.driver() as conn:
             stored = await repo.store_refusal(
-                session,
+                conn,
                 scope=SCOPE,
                 key=key,
                 request_hash=digest,
@@ -126,7 +129,6 @@ async def enroll(
                 now=datetime.now(UTC),
                 expired_before=datetime.now(UTC) - KEY_RETENTION,
             )
-            await session.commit()
         if stored is None:
             raise  # stored: the answer is this refusal
         # A concurrent request with this key stored its answer first: that one is the answer.
@@ -144,7 +146,7 @@ async def enroll(
 
 
 async def _decide(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    db: Database,
     body: EnrollmentIn,
     key: str | None,
     canonical: bytes,
@@ -155,8 +157,8 @@ async def _decide(
 ) -> Answer:
     """Decide one enrollment request in one statement (usually; see the retry loop below).
 
-    Each statement gets its own session from ``sessionmaker``, never two at once (a request
-    waiting for a second pool connection while holding one could starve the pool).
+    Each statement gets its own pooled connection, never two at once (a request waiting for a
+    second pool connection while holding one could starve the pool).
     """
     namespace, name = body.cohort.split("/", 1)
     student = StudentRef(body.student.id, body.student.segment, body.student.attributes)
@@ -166,7 +168,7 @@ async def _decide(
     for _ in range(_ATTEMPTS):
         fresh = cohort is None
         if cohort is None:
-            async with sessionmaker() as session:
+            async with db.sessionmaker() as session:
                 cohort = await repo.get_cohort(session, namespace, name)
             _remember(namespace, name, cohort)
             if cohort is None:
@@ -181,6 +183,7 @@ async def _decide(
                 continue
             metrics.DECISIONS.labels(priceability.CohortNotPriceable.type_slug).inc()
             raise priceability.not_priceable(cohort, spec)
+        full = _full_refusal(cohort, spec)
         args = _admit_args(
             cohort,
             spec,
@@ -192,16 +195,16 @@ async def _decide(
             key=key,
             request=canonical.decode() if key is not None else None,
             request_hash=digest if key is not None else None,
+            full_response=full if key is not None else None,
         )
-        async with sessionmaker() as session:
-            decided = await repo.admit(session, args)
-            await session.commit()
+        async with db.driver() as conn:
+            decided = await repo.admit(conn, args)
         outcome = decided.outcome
         if outcome == "stale":
             cohort = None  # the spec changed since we saw it: reload, decide again
             continue
         if outcome == "expire_first":
-            await lifecycle.expire_cohort_offers(sessionmaker, cohort.id, now)
+            await lifecycle.expire_cohort_offers(db.sessionmaker, cohort.id, now)
             continue
         if outcome == "replay":
             assert decided.status is not None
@@ -215,6 +218,10 @@ async def _decide(
                     ),
                 )
             return Answer(decided.status, decided.response, replayed=True)
+        if outcome == "full" and decided.status == 409:
+            # Stored under the key by the deciding statement: the answer is that problem.
+            metrics.DECISIONS.labels(CohortFull.type_slug).inc()
+            return Answer(409, full, replayed=False)
         if outcome == "not_found":
             _remember(namespace, name, None)
         _count(outcome, cohort, spec, student, decided, now)
@@ -257,6 +264,7 @@ def _admit_args(
     key: str | None = None,
     request: str | None = None,
     request_hash: str | None = None,
+    full_response: str | None = None,
 ) -> repo.AdmitArgs:
     waitlist = spec.waitlist
     priorities, default_priority = waitlist.priorities()
@@ -289,6 +297,7 @@ def _admit_args(
         now=now,
         actor=actor,
         reason="enrollment requested",
+        full_response=full_response,
     )
 
 
@@ -304,6 +313,34 @@ def _view_template(enrollment_id: uuid.UUID, cohort: str, now: datetime) -> str:
             "updated_at": now.isoformat(),
         }
     ).decode()
+
+
+# A full cohort's problem as the problem handler renders ``_cohort_full`` (JSON text), by
+# (cohort id, revision): it names only the cohort and its spec.
+_full_refusals: dict[tuple[int, int], str] = {}
+
+
+def _cohort_full(cohort: repo.CohortRow, spec: CohortSpec) -> CohortFull:
+    return CohortFull(
+        f"cohort {cohort.key} has no free seat and "
+        + ("its waitlist is full" if spec.waitlist.enabled else "no waitlist"),
+        cohort=cohort.key,
+        capacity=cohort.capacity,
+        waitlist_enabled=spec.waitlist.enabled,
+        waitlist_capacity=spec.waitlist.capacity,
+    )
+
+
+def _full_refusal(cohort: repo.CohortRow, spec: CohortSpec) -> str:
+    key = (cohort.id, cohort.revision)
+    known = _full_refusals.get(key)
+    if known is not None:
+        return known
+    text = orjson.dumps(_cohort_full(cohort, spec).to_problem(PATH), default=str).decode()
+    if len(_full_refusals) > 10_000:
+        _full_refusals.clear()
+    _full_refusals[key] = text
+    return text
 
 
 def _check_open(cohort: repo.CohortRow, spec: CohortSpec, now: datetime) -> None:
@@ -347,14 +384,7 @@ def _raise_refusal(
             state=decided.existing_state,
         )
     if outcome == "full":
-        raise CohortFull(
-            f"cohort {cohort.key} has no free seat and "
-            + ("its waitlist is full" if spec.waitlist.enabled else "no waitlist"),
-            cohort=cohort.key,
-            capacity=cohort.capacity,
-            waitlist_enabled=spec.waitlist.enabled,
-            waitlist_capacity=spec.waitlist.capacity,
-        )
+        raise _cohort_full(cohort, spec)
     raise AssertionError(f"enrollment_admit: unexpected outcome {outcome}")
 
 
@@ -385,23 +415,23 @@ async def enroll_bulk(
         await lifecycle.expire_due_offers(session, cohort, spec, now)
     results: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    for index, student in enumerate(students):
-        enrollment_id = uuid.uuid4()
-        view = _view_template(enrollment_id, cohort.key, now)
-        args = _admit_args(
-            cohort, spec, student, now=now, actor=actor, enrollment_id=enrollment_id, view=view
-        )
-        decided = await repo.admit(session, args)
-        try:
-            _count(decided.outcome, cohort, spec, student, decided, now)
-        except ProblemError as exc:
-            problem = exc.to_problem()
-            results.append({"index": index, "status": problem["status"], "problem": problem})
-            outcome = exc.type_slug
-        else:
-            results.append(
-                {"index": index, "status": 201, "enrollment": orjson.loads(decided.response or "")}
+    async with repo.session_driver(session) as conn:
+        for index, student in enumerate(students):
+            enrollment_id = uuid.uuid4()
+            view = _view_template(enrollment_id, cohort.key, now)
+            args = _admit_args(
+                cohort, spec, student, now=now, actor=actor, enrollment_id=enrollment_id, view=view
             )
-            outcome = decided.outcome
-        counts[outcome] = counts.get(outcome, 0) + 1
+            decided = await repo.admit(conn, args)
+            try:
+                _count(decided.outcome, cohort, spec, student, decided, now)
+            except ProblemError as exc:
+                problem = exc.to_problem()
+                results.append({"index": index, "status": problem["status"], "problem": problem})
+                outcome = exc.type_slug
+            else:
+                enrollment = orjson.loads(decided.response or "")
+                results.append({"index": index, "status": 201, "enrollment": enrollment})
+                outcome = decided.outcome
+            counts[outcome] = counts.get(outcome, 0) + 1
     return {"cohort": cohort.key, "summary": counts, "results": results}

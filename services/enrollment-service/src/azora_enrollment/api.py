@@ -174,7 +174,7 @@ async def create_enrollment(request: Request) -> Response:
     body, key = validate_request(request, raw, ENROLLMENT_IN)
     db = await get_database(request)
     answer = await admission.enroll(
-        db.sessionmaker, body, key, now=clock_of(request).now(), actor=principal.subject
+        db, body, key, now=clock_of(request).now(), actor=principal.subject
     )
     return Response(
         answer.body,

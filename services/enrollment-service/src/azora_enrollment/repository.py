@@ -252,9 +252,12 @@ class AdmitArgs:
     now: datetime
     actor: str
     reason: str
+    # The problem of outcome ``full``, stored under ``key`` by the same statement (migration
+    # 0008); ``None``: not stored (no key, or the bulk request).
+    full_response: str | None = None  # JSON text
 
 
-_JSONB = {"request_body", "view", "attributes", "priorities"}
+_JSONB = {"request_body", "view", "attributes", "priorities", "full_response"}
 _ADMIT = (
     "SELECT o_outcome, o_status, o_response::text AS o_response, o_request_hash, "
     "o_request_body::text AS o_request_body, o_segment, o_unmet::text AS o_unmet, "
@@ -283,16 +286,7 @@ class Admission:
     existing_state: str | None
 
 
-_STORE_REFUSAL = """
-INSERT INTO idempotency_keys AS k (scope, key, request_hash, request_body, response_status,
-    response_body, created_at)
-VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7)
-ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
-    request_body = excluded.request_body, response_status = excluded.response_status,
-    response_body = excluded.response_body, created_at = excluded.created_at
-  WHERE k.created_at < $8
-RETURNING key
-"""
+_STORE_REFUSAL = "SELECT enrollment_store_answer($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8)"
 _STORED_ANSWER = (
     "SELECT request_hash, request_body::text AS request_body, response_status, "
     "response_body::text AS response_body FROM idempotency_keys WHERE scope = $1 AND key = $2"
@@ -300,10 +294,10 @@ _STORED_ANSWER = (
 
 
 @contextlib.asynccontextmanager
-async def _driver(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
-    """The session's asyncpg connection, for statements sent as they are: in a session that has
-    sent nothing yet each is its own transaction (SQLAlchemy's adapter begins lazily, on its
-    own first statement); inside a transaction, more statements of it."""
+async def session_driver(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
+    """The session's asyncpg connection, for statements sent as they are, inside the session's
+    transaction (the bulk request's). A statement on its own, in autocommit, takes a pooled
+    connection instead (``Database.driver``)."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     try:
@@ -318,7 +312,7 @@ async def _driver(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def store_refusal(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     *,
     scope: str,
     key: str,
@@ -333,17 +327,16 @@ async def store_refusal(
     with the refusal). ``None``: stored. Otherwise the key is live with another answer, stored
     meanwhile by a concurrent request with the same key: that row, to replay or refuse.
 
-    One statement in autocommit on the session's asyncpg connection, as ``admit`` (most
-    refusals are a full cohort's, the commonest answer under load); the stored row is read in
-    a second statement only when a concurrent request with the same key got there first."""
-    async with _driver(session) as conn:
-        stored = await conn.fetchval(
-            _STORE_REFUSAL, scope, key, request_hash, request_body, status, response, now,
-            expired_before,
-        )  # fmt: skip
-        if stored is not None:
-            return None
-        row = await conn.fetchrow(_STORED_ANSWER, scope, key)
+    One statement (``enrollment_store_answer``, migration 0008); the stored row is read in a
+    second statement only when a concurrent request with the same key got there first. A full
+    cohort's refusal never comes here: ``admit`` stores it (``AdmitArgs.full_response``)."""
+    stored = await conn.fetchval(
+        _STORE_REFUSAL, scope, key, request_hash, request_body, status, response, now,
+        expired_before,
+    )  # fmt: skip
+    if stored is not None:
+        return None
+    row = await conn.fetchrow(_STORED_ANSWER, scope, key)
     assert row is not None
     return Admission(
         outcome="replay",
@@ -358,18 +351,17 @@ async def store_refusal(
     )
 
 
-async def admit(session: AsyncSession, args: AdmitArgs) -> Admission:
+async def admit(conn: asyncpg.Connection, args: AdmitArgs) -> Admission:
     """One statement: Idempotency-Key, eligibility, duplicate check, then seat / waitlist place
     / refusal under the cohort row lock, with the row, its history entry, the counters, the
     payment job and the stored response. A refusal is an outcome (the function undoes its own
     writes), never an error.
 
-    Sent on the session's asyncpg connection as it is (``_driver``): in a fresh session the
-    statement is its own transaction, without BEGIN and COMMIT round trips, and the session's
-    commit sends nothing. Inside a transaction (the bulk request's) it is one more statement.
+    Sent on an asyncpg connection as it is: on a pooled connection (``Database.driver``) the
+    statement is its own transaction, without BEGIN and COMMIT round trips; inside a
+    transaction (the bulk request's, ``session_driver``) it is one more statement of it.
     """
-    async with _driver(session) as conn:
-        row = await conn.fetchrow(_ADMIT, *_admit_values(args))
+    row = await conn.fetchrow(_ADMIT, *_admit_values(args))
     assert row is not None
     return Admission(
         outcome=row["o_outcome"],
