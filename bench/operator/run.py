@@ -121,15 +121,23 @@ def _make(kind: str, ns: str) -> dict[str, Any]:
     return {"PricingRule": rule, "AIModelRoute": route, "EnrollmentCohort": cohort}[kind](ns)
 
 
-def _all_ready(kube: LocalControlPlane, ns: str, expected: int) -> int:
-    ready = 0
-    for plural in PLURAL.values():
+def _not_ready(kube: LocalControlPlane, ns: str) -> dict[str, int]:
+    """Resources of ``ns`` not Ready, counted by "kind: reason: message"."""
+    waiting: dict[str, int] = {}
+    for kind, plural in PLURAL.items():
         items = kube.request("GET", f"{GROUP}/namespaces/{ns}/{plural}").json()["items"]
         for item in items:
-            for cond in (item.get("status") or {}).get("conditions") or []:
-                if cond["type"] == "Ready" and cond["status"] == "True":
-                    ready += 1
-    return ready
+            conditions = (item.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if c["type"] == "Ready"), None)
+            if ready is None or ready["status"] != "True":
+                why = "no Ready condition" if ready is None else ready.get("message", "")
+                label = f"{kind}: {why}"
+                waiting[label] = waiting.get(label, 0) + 1
+    return waiting
+
+
+# A cold start that takes this long is a failure to report, not a figure to wait for.
+COLD_START_DEADLINE_S = 300.0
 
 
 def main() -> int:
@@ -144,6 +152,7 @@ def main() -> int:
         kubectl_ok(kube, "apply", "-f", str(CRDS))
         kubectl_ok(kube, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         services: dict[str, ServiceProcess] = {}
+        op: OperatorProcess | None = None
         try:
             for name in ("pricing", "orchestrator", "enrollment"):
                 pg.create_database(f"bench_{name}")
@@ -197,7 +206,12 @@ def main() -> int:
                 started = time.perf_counter()
                 op = OperatorProcess(kube.kubeconfig, urls, work, **settings)
                 op.process.start()
-                while _all_ready(kube, "cold", args.resources) < args.resources:
+                while waiting := _not_ready(kube, "cold"):
+                    if time.perf_counter() - started > COLD_START_DEADLINE_S:
+                        raise SystemExit(
+                            f"cold start: not all Ready after {COLD_START_DEADLINE_S:.0f} s: "
+                            + json.dumps(waiting)
+                        )
                     time.sleep(0.25)
                 cold_start_s = time.perf_counter() - started
                 assert op.process.pid is not None
@@ -205,6 +219,8 @@ def main() -> int:
                 rss_mb = _rss_mb(op.process.pid)
                 op.stop()
         finally:
+            if op is not None:
+                op.stop()
             for svc in services.values():
                 svc.stop()
 

@@ -52,6 +52,8 @@ def test_insight_becomes_printer_column_figures() -> None:
     assert honest.message == "0/3 backends healthy; ejected: b; unknown: a, c"
     ready, degraded = live_conditions(AI_MODEL_ROUTE, insight, "live")
     assert (ready.status, ready.reason) == (False, "NoHealthyBackends")
+    # Ready says why too: here not "every backend is ejected" (one is; two never answered).
+    assert ready.message == "no backend is healthy: 0/3 backends healthy; ejected: b; unknown: a, c"
     assert (degraded.status, degraded.message) == (True, honest.message)
 
     rule = PRICING_RULE.insight_status(

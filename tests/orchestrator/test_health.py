@@ -141,3 +141,46 @@ async def test_active_checks_remove_and_restore_a_backend(
         status, _, _ = await chat(http, gw, model)
         assert status == 200
     assert b.hits > 0
+
+
+async def test_routes_in_front_of_one_backend_share_its_probe(
+    gw: Gw, admin: Admin, backends
+) -> None:
+    # Twenty routes name the same backend: each round sends it one probe, as many as the lone
+    # route's backend gets over the same rounds (without sharing: twenty per round), and the
+    # answer reaches every route.
+    shared, alone = await backends("shared"), await backends("alone")
+    check = {"activeCheck": {"path": "/models", "interval": "100ms"}}
+    models = [unique("shared") for _ in range(20)]
+    lone = unique("alone")
+    for model in models:
+        await admin.put(
+            model, {"model": model, "backends": [backend_spec(shared)], "health": check}
+        )
+    await admin.put(lone, {"model": lone, "backends": [backend_spec(alone)], "health": check})
+
+    async def all_healthy() -> bool:
+        for model in [*models, lone]:
+            if (await admin.status(f"test/{model}"))["healthy"] != 1:
+                return False
+        return True
+
+    await _until(all_healthy)
+    shared.health_hits = alone.health_hits = 0
+
+    async def rounds() -> bool:
+        return alone.health_hits >= 10
+
+    await _until(rounds)
+    assert shared.health_hits <= 2 * alone.health_hits + 2, (shared.health_hits, alone.health_hits)
+    shared.health_status = 503  # and its failure too
+
+    async def all_unhealthy() -> bool:
+        for model in models:
+            if (await admin.status(f"test/{model}"))["unhealthy"] != 1:
+                return False
+        return True
+
+    await _until(all_unhealthy)
+    for model in [*models, lone]:
+        await admin.delete(f"test/{model}")

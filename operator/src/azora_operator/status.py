@@ -61,7 +61,9 @@ def live_conditions(
     if kind is AI_MODEL_ROUTE and insight is not None:
         figures = kind.insight_status(insight)
         if figures["totalBackends"] and figures["healthyBackends"] == 0:
-            ready = Condition(READY, False, "NoHealthyBackends", "every backend is ejected")
+            # Why, as the service says it (ejected, unhealthy, or unknown: not answered yet).
+            why = troubles[0].message if troubles[0] is not None else "none is healthy"
+            ready = Condition(READY, False, "NoHealthyBackends", f"no backend is healthy: {why}")
     if degradation is None:
         degraded = Condition(DEGRADED, False, "AsExpected", "no trouble reported by the service")
     else:

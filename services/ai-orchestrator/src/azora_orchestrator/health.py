@@ -9,6 +9,12 @@ does not count towards the route's readiness.
 A backend fails ``active_unhealthy_threshold`` checks in a row -> no traffic; one passing check
 brings it back through slow start. Passive ejection (from real traffic) is separate: a backend
 must pass both to receive requests.
+
+One probe per endpoint and round: the backends due in a round that would send the same request
+(URL, headers) and judge it by the same rule share one probe and its answer, so 500 routes in
+front of one model server cost that server one request per interval, not 1,000. At most
+``active_check_concurrency`` probes are in flight, and a probe's timeout starts when it is sent
+(not while it waits for a slot), so a burst of checks never fails on the gateway's own queue.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Hashable
 
 import aiohttp
 
@@ -32,6 +39,7 @@ class ActiveHealthChecker:
         self._task: asyncio.Task[None] | None = None
         # Next due time per backend state; states survive swaps, so do the schedules.
         self._due: dict[int, float] = {}
+        self._slots = asyncio.Semaphore(gateway.settings.active_check_concurrency)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="active-health")
@@ -56,31 +64,54 @@ class ActiveHealthChecker:
         return max(0.05, min(0.5, min(intervals) / 4))
 
     async def tick(self) -> None:
+        """Check every backend that is due, one probe per endpoint (module docstring)."""
         now = time.monotonic()
-        checks = []
+        probes: dict[Hashable, list[tuple[Route, Backend]]] = {}
         for route in self.gateway.table.by_key.values():
             for backend in route.backends:
                 key = id(backend.state)
                 if self._due.get(key, 0.0) > now:
                     continue
                 self._due[key] = now + route.active_interval_s
-                checks.append(self._check(route, backend))
-        if checks:
-            await asyncio.gather(*checks)
+                probes.setdefault(_endpoint(route, backend), []).append((route, backend))
+        if probes:
+            await asyncio.gather(*(self._probe(sharers) for sharers in probes.values()))
 
-    async def _check(self, route: Route, backend: Backend) -> None:
+    async def _probe(self, sharers: list[tuple[Route, Backend]]) -> None:
+        route, backend = sharers[0]
+        ok = await self._check(route, backend)
+        now = time.monotonic()
+        threshold = self.gateway.settings.active_unhealthy_threshold
+        for route, backend in sharers:
+            route.mark_active(backend, ok, now, threshold)
+
+    async def _check(self, route: Route, backend: Backend) -> bool:
         session = self.gateway.upstream.session
-        url = backend.cfg.health_url
         if session is None:
-            return
-        headers = {k: v for k, v in backend.cfg.headers.items() if k != "Content-Type"}
+            return False
+        headers = _probe_headers(backend)
         timeout = aiohttp.ClientTimeout(total=self.gateway.settings.active_check_timeout_s)
-        try:
-            async with session.get(url, headers=headers, timeout=timeout) as resp:
-                await resp.read()
-                ok = resp.status < 500 if route.active_default else 200 <= resp.status < 300
-        except Exception:  # unreachable, invalid URL, TLS, protocol: all a failed check
-            ok = False
-        route.mark_active(
-            backend, ok, time.monotonic(), self.gateway.settings.active_unhealthy_threshold
-        )
+        async with self._slots:
+            try:
+                async with session.get(
+                    backend.cfg.health_url, headers=headers, timeout=timeout
+                ) as resp:
+                    await resp.read()
+                    if route.active_default:
+                        return resp.status < 500
+                    return 200 <= resp.status < 300
+            except Exception:  # unreachable, invalid URL, TLS, protocol: all a failed check
+                return False
+
+
+def _probe_headers(backend: Backend) -> dict[str, str]:
+    return {k: v for k, v in backend.cfg.headers.items() if k != "Content-Type"}
+
+
+def _endpoint(route: Route, backend: Backend) -> Hashable:
+    """What makes two checks the same probe: the request sent and the rule that judges it."""
+    return (
+        backend.cfg.health_url,
+        tuple(sorted(_probe_headers(backend).items())),
+        route.active_default,
+    )

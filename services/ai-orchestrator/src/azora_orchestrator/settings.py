@@ -43,6 +43,9 @@ class OrchestratorSettings(ServiceSettings):
     # Active health checks: unhealthy after this many consecutive failed checks.
     active_unhealthy_threshold: int = Field(default=2, ge=1)
     active_check_timeout_s: float = Field(default=2.0, gt=0)
+    # Probes in flight at once (health.py: one per endpoint and round; the timeout starts when
+    # the probe is sent, not while it waits for one of these).
+    active_check_concurrency: int = Field(default=64, ge=1)
     # Token estimate for admission when the request names no max_tokens.
     default_max_tokens_estimate: int = Field(default=256, ge=0)
     # Streams: ask every backend for the final usage event (stream_options.include_usage) so
