@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 
+from azora_orchestrator.gateway import Gateway
+from azora_orchestrator.health import ActiveHealthChecker
+from azora_orchestrator.settings import OrchestratorSettings
 from tests.orchestrator.conftest import Admin, Gw, backend_spec, chat, unique
 
 
@@ -184,3 +188,37 @@ async def test_routes_in_front_of_one_backend_share_its_probe(
     await _until(all_unhealthy)
     for model in [*models, lone]:
         await admin.delete(f"test/{model}")
+
+
+async def test_a_deleted_route_leaves_no_schedule_behind() -> None:
+    # The schedule is rebuilt from the live table every round: routes deleted over days of
+    # churn do not pile up in it. A real (not started) gateway: no session, so every probe
+    # fails at once, which is all the schedule needs.
+    gateway = Gateway(OrchestratorSettings())
+    checker = ActiveHealthChecker(gateway)
+
+    def row(name: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            namespace="unit",
+            name=name,
+            generation=1,
+            revision=1,
+            spec={
+                "model": name,
+                "backends": [
+                    {"name": "a", "url": "http://127.0.0.1:9/v1"},
+                    {"name": "b", "url": "http://127.0.0.1:9/v2"},
+                ],
+            },
+        )
+
+    gateway.install([row("one"), row("two"), row("three")])
+    await checker.tick()
+    assert len(checker._due) == 6
+    gateway.install([row("two")])
+    await checker.tick()
+    assert len(checker._due) == 2
+    # Not due again within the interval: the surviving schedule was kept, not restarted.
+    before = dict(checker._due)
+    await checker.tick()
+    assert checker._due == before

@@ -67,13 +67,18 @@ class ActiveHealthChecker:
         """Check every backend that is due, one probe per endpoint (module docstring)."""
         now = time.monotonic()
         probes: dict[Hashable, list[tuple[Route, Backend]]] = {}
+        # Rebuilt each round from the live table: a deleted route's schedule goes with it (it
+        # would otherwise stay for good, and a new state at a reused id() inherit its due time).
+        due: dict[int, float] = {}
         for route in self.gateway.table.by_key.values():
             for backend in route.backends:
                 key = id(backend.state)
-                if self._due.get(key, 0.0) > now:
-                    continue
-                self._due[key] = now + route.active_interval_s
-                probes.setdefault(_endpoint(route, backend), []).append((route, backend))
+                next_due = due.get(key) or self._due.get(key, 0.0)
+                if next_due <= now:
+                    next_due = now + route.active_interval_s
+                    probes.setdefault(_endpoint(route, backend), []).append((route, backend))
+                due[key] = next_due
+        self._due = due
         if probes:
             await asyncio.gather(*(self._probe(sharers) for sharers in probes.values()))
 
