@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from azora_ledger.app import MIGRATIONS, create_app
 from azora_ledger.settings import LedgerSettings
@@ -39,29 +37,13 @@ def ledger_app(database_url: str, **overrides: Any) -> FastAPI:
     return create_app(LedgerSettings(**values))
 
 
-class JoinedConnector:
-    """The ledger's writer connections (``app.state.connector``, the engine in production) in
-    a rolled-back test: the test's own connection, whose outer transaction the writers' nest
-    in (asyncpg makes their transactions savepoints of it)."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        # The outer transaction begins with its first statement: begin it before a writer's.
-        await self.conn.exec_driver_sql("SELECT 1")
-        yield self.conn
-
-
 @pytest.fixture
 async def client(ledger_db: str) -> AsyncIterator[httpx.AsyncClient]:
     # Coalescing runs on its own pool connections, outside the test's rolled-back transaction.
     app = ledger_app(ledger_db, coalesce=False)
     async with rollback_client(app, headers=bearer(API_TOKEN)) as c:
-        # rollback_client binds the app's sessions to the test's connection; the writers get
-        # it through the ledger's own seam.
-        app.state.connector = JoinedConnector(app.state.db.sessionmaker.kw["bind"])
+        # rollback_client binds the app's sessions and its writers' connections
+        # (Database.driver) to the test's connection.
         c.app = app  # type: ignore[attr-defined]
         yield c
 

@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 
-from azora_common.db import Database
+from azora_common.db import Database, driver_of
 
 BASE_URL = "http://testserver"
 
@@ -72,6 +72,5 @@ async def rollback_client(
 async def _savepoint_driver(conn: AsyncConnection) -> AsyncIterator[asyncpg.Connection]:
     """``Database.driver`` inside the test's outer transaction: each use is a savepoint (as a
     session's commit is), so a failed statement undoes only itself."""
-    async with conn.begin_nested():
-        raw = await conn.get_raw_connection()
-        yield raw.driver_connection
+    async with conn.begin_nested(), driver_of(conn) as driver:
+        yield driver

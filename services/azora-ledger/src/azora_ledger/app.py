@@ -15,7 +15,6 @@ from fastapi.openapi.models import Schema
 from pydantic import TypeAdapter
 
 from azora_common.app import create_service_app
-from azora_common.db import Database
 from azora_common.fastpath import install_fast_routes
 from azora_common.listener import libpq_url
 from azora_common.tasks import stop_tasks
@@ -50,10 +49,6 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             server_settings={"application_name": settings.service_name},
         )
         app.state.ledger_pool = pool
-        # Unkeyed writers of new transactions take pooled connections from the engine
-        # (transactions.service.write_new; a test gives its own connection here).
-        db: Database = app.state.db
-        app.state.connector = db.engine
         # Every writer of new transactions passes this gate (settings.write_concurrency).
         gate = WriteGate(settings.write_concurrency, database=settings.write_gate == "database")
         app.state.write_gate = gate

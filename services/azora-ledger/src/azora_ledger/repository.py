@@ -1,5 +1,6 @@
-"""Repository plumbing every aggregate shares: the asyncpg connection a writer or a request
-works on, JSON encoding, and the write gate's advisory lock.
+"""Repository plumbing every aggregate shares: the asyncpg connection under a request's session,
+JSON encoding, and the write gate's advisory lock (a writer's own connection comes from
+``azora_common.db.Database.driver``).
 
 Each aggregate's SQL is in its own ``repository`` module (``accounts``, ``transactions``,
 ``pending``, ``reversals``, ``reports``, ``verify``), spoken directly through asyncpg (the hot
@@ -10,21 +11,11 @@ trip per table.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
-
-class Connector(Protocol):
-    """Where an unkeyed writer of new transactions gets its connection (``connect()``, as an
-    ``AsyncEngine`` has it): the service's engine, so the writer runs in asyncpg's own
-    transaction on a pooled connection (BEGIN ... COMMIT, no savepoint to release in the write
-    turn). A test gives its rolled-back connection through the same seam."""
-
-    def connect(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
 
 def dumps(value: Any) -> str:

@@ -12,6 +12,7 @@ import orjson
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -32,6 +33,9 @@ NAMING_CONVENTION = {
 
 def make_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+Driver = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 def _json_dumps(value: object) -> str:
@@ -55,31 +59,50 @@ class Database:
             connect_args={"server_settings": {"application_name": settings.service_name}},
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        # For statements sent as they are, without a session (the hot paths' one statement
-        # per request). A test's rolled-back connection replaces both seams together.
-        self.driver: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]] = (
-            self.pooled_driver
-        )
+        # For statements sent as they are, without a session (a hot path's one statement, a
+        # ledger writer's own transaction). A test's rolled-back connection replaces both seams.
+        self.driver: Driver = self.pooled_driver
 
     @contextlib.asynccontextmanager
     async def pooled_driver(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection's asyncpg connection: each statement sent on it is its own
-        transaction (autocommit; no BEGIN/COMMIT round trips), and giving the connection back
-        sends nothing."""
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            try:
-                yield raw.driver_connection
-            except asyncpg.PostgresError:
-                raise  # the server answered: the connection is fine
-            except BaseException:
-                # A dead socket or a cancelled call, which SQLAlchemy did not see (we bypassed
-                # it): the pool discards this connection instead of handing it out again.
-                await connection.invalidate()
-                raise
+        transaction (autocommit; no BEGIN/COMMIT round trips) unless the caller begins one,
+        and giving the connection back sends nothing."""
+        async with self.engine.connect() as connection, driver_of(connection) as driver:
+            yield driver
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def driver_of(connection: AsyncConnection) -> AsyncIterator[asyncpg.Connection]:
+    """The asyncpg connection under a SQLAlchemy connection, for statements sent as they are
+    (inside its transaction, if one was begun)."""
+    raw = await connection.get_raw_connection()
+    try:
+        yield raw.driver_connection
+    except (asyncpg.InterfaceError, OSError):
+        await _discard(connection)
+        raise
+    except Exception:
+        raise  # the server answered, or the caller refused something: the connection is fine
+    except BaseException:  # cancelled in the middle of a call
+        await _discard(connection)
+        raise
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    # A dead socket or a cancelled call, which SQLAlchemy did not see (we bypassed it): the pool
+    # discards this connection instead of handing it out again.
+    await connection.invalidate()
+
+
+@contextlib.asynccontextmanager
+async def session_driver(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
+    """``driver_of`` the session's connection: statements inside the session's transaction."""
+    async with driver_of(await session.connection()) as driver:
+        yield driver
 
 
 async def get_database(request: Request) -> Database:

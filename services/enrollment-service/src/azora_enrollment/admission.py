@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_common.db import Database
+from azora_common.db import Database, session_driver
 from azora_common.errors import Conflict
 from azora_common.idempotency import IdempotencyKeyReused, differing_fields
 from azora_enrollment import lifecycle, metrics, priceability, views
@@ -415,7 +415,7 @@ async def enroll_bulk(
         await lifecycle.expire_due_offers(session, cohort, spec, now)
     results: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    async with repo.session_driver(session) as conn:
+    async with session_driver(session) as conn:
         for index, student in enumerate(students):
             enrollment_id = uuid.uuid4()
             view = _view_template(enrollment_id, cohort.key, now)

@@ -8,11 +8,10 @@ row and the states of its enrollments change together and never interleave.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import operator
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -293,24 +292,6 @@ _STORED_ANSWER = (
 )
 
 
-@contextlib.asynccontextmanager
-async def session_driver(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
-    """The session's asyncpg connection, for statements sent as they are, inside the session's
-    transaction (the bulk request's). A statement on its own, in autocommit, takes a pooled
-    connection instead (``Database.driver``)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    try:
-        yield raw.driver_connection
-    except asyncpg.PostgresError:
-        raise  # the server answered: the connection is fine
-    except BaseException:
-        # A dead socket or a cancelled call: SQLAlchemy did not see the error (we bypassed it),
-        # so tell the pool to discard this connection instead of handing it out again.
-        await connection.invalidate()
-        raise
-
-
 async def store_refusal(
     conn: asyncpg.Connection,
     *,
@@ -359,7 +340,8 @@ async def admit(conn: asyncpg.Connection, args: AdmitArgs) -> Admission:
 
     Sent on an asyncpg connection as it is: on a pooled connection (``Database.driver``) the
     statement is its own transaction, without BEGIN and COMMIT round trips; inside a
-    transaction (the bulk request's, ``session_driver``) it is one more statement of it.
+    transaction (the bulk request's, ``azora_common.db.session_driver``) it is one more
+    statement of it.
     """
     row = await conn.fetchrow(_ADMIT, *_admit_values(args))
     assert row is not None

@@ -101,7 +101,7 @@ async def create_batch(request: Request) -> Response:
     gate: WriteGate = request.app.state.write_gate
     if key is None:
         outcomes = await service.write_new(
-            request.app.state.connector, gate, requests, atomic=atomic, source="batch"
+            request.app.state.db.driver, gate, requests, atomic=atomic, source="batch"
         )
         # Committed and out of the gate: the next writer need not wait for this response.
         return json_response(status, batch_document(body.mode, outcomes))
@@ -182,7 +182,7 @@ async def create_transaction(request: Request) -> Response:
     if coalescer is not None:
         return respond(await coalescer.submit(transfer))
     [outcome] = await service.write_new(
-        request.app.state.connector,
+        request.app.state.db.driver,
         request.app.state.write_gate,
         [transfer],
         atomic=False,

@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_common.db import Driver
 from azora_common.errors import Conflict, InvalidField, ProblemError
 from azora_common.idempotency import IdempotencyKeyReused, differing_fields
 from azora_ledger.accounts import repository as accounts_repo
@@ -50,7 +51,7 @@ from azora_ledger.metrics import (
     POSTINGS,
     TRANSACTIONS,
 )
-from azora_ledger.repository import Connector, driver_connection, dumps
+from azora_ledger.repository import driver_connection, dumps
 from azora_ledger.schemas import CategoryIn, TransactionIn
 from azora_ledger.transactions import repository as repo
 from azora_ledger.work import Outcome, now_utc, problem_outcome, with_retries
@@ -84,7 +85,7 @@ class TransferRequest:
 
 
 async def write_new(
-    connector: Connector,
+    driver: Driver,
     gate: WriteGate,
     requests: list[TransferRequest],
     *,
@@ -94,8 +95,7 @@ async def write_new(
     """New transactions without an idempotency key of the request as a whole (a batch, or an
     uncoalesced single), committed before this returns, and before the write turn is given
     back (the transaction block ends first)."""
-    async with connector.connect() as pooled:
-        conn = (await pooled.get_raw_connection()).driver_connection
+    async with driver() as conn:
         try:
             async with gate.turn() as turn:
                 return await with_retries(
