@@ -321,14 +321,6 @@ async def insert_quote_if_current(conn: asyncpg.Connection, row: QuoteRow) -> bo
     return bool(await insert_quotes_if_current(conn, (row,)))
 
 
-async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under a session (in its transaction only if one was begun)."""
-    conn = await session.connection()
-    raw = await conn.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    return driver
-
-
 async def update_quote_result(session: AsyncSession, quote_id: uuid.UUID, **values: Any) -> None:
     await session.execute(sa.update(quotes).where(quotes.c.id == quote_id).values(**values))
 
