@@ -11,9 +11,12 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import asyncpg
 import openai
 import pytest
 
+from azora_common.listener import libpq_url
+from azora_common.metrics import in_flight
 from azora_orchestrator import metrics
 from tests.conftest import ADMIN_TOKEN
 from tests.orchestrator.conftest import (
@@ -36,6 +39,15 @@ PRICE = {"currency": "USD", "inputPerMillion": 1_000_000, "outputPerMillion": 2_
 
 
 async def flush_all(replicas: list[Gw]) -> None:
+    """Write every replica's settlements. A request's usage is recorded when its handler ends,
+    just after the last byte of its answer is sent, so a client can hold the answer before
+    the record exists: first wait until no request is in flight (the platform middleware's
+    count, shared by every replica in this process), then flush."""
+    requests = in_flight(replicas[0].gateway.settings.service_name)
+    deadline = time.monotonic() + 10
+    while requests.count:
+        assert time.monotonic() < deadline, f"{requests.count} requests still in flight"
+        await asyncio.sleep(0.005)
     for r in replicas:
         await r.server.arun(r.gateway.recorder.flush())
 
@@ -312,3 +324,43 @@ async def test_absurd_max_tokens_never_makes_a_negative_reservation(
         assert status in (200, 402), body  # never a 5xx, never a negative reservation
         spend = await spend_of(http, gw, key["id"])
         assert spend["reserved"] >= 0
+
+
+async def test_a_flush_waits_for_the_one_in_progress(
+    gw: Gw, admin: Admin, http: aiohttp.ClientSession, backends, orch_db: str
+) -> None:
+    # flush() returns once everything recorded before it is written, even what a flush already
+    # in progress took (the writer's own, every interval): held here on the key's row lock.
+    a = await backends("a")
+    model = unique("flush")
+    await admin.put(model, {"model": model, "backends": [backend_spec(a, price=PRICE)]})
+    await admin.wait_live_on(gw, model)
+    secret, key = await create_key(
+        http, gw, budget={"amount": 1_000_000, "unit": "USD", "period": "24h"}
+    )
+    await wait_for_key([gw], key["id"])
+    assert (await chat(http, gw, model, headers=bearer(secret), max_tokens=5))[0] == 200
+    await flush_all([gw])  # the key's row exists, settled
+    assert (await chat(http, gw, model, headers=bearer(secret), max_tokens=5))[0] == 200
+    recorder = gw.gateway.recorder
+    holder = await asyncpg.connect(libpq_url(orch_db))
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT 1 FROM key_state WHERE key_id = $1 FOR UPDATE", key["id"])
+        first = asyncio.ensure_future(gw.server.arun(recorder.flush()))
+        while recorder.settlements:  # taken by a flush, now waiting on the row lock
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(gw.server.arun(recorder.flush()))
+        await asyncio.sleep(0.3)
+        assert not first.done()
+        assert not second.done()  # not "nothing left to write": the first is not written yet
+        await lock.rollback()
+        await second
+        spend = await spend_of(http, gw, key["id"])
+        assert spend["spent"] == 2 * (a.prompt_tokens + 2 * a.completion_tokens)
+        # What is still reserved is this replica's lease slice, nothing of the two requests.
+        assert spend["reserved"] == gw.gateway.shared.held(key["id"])[2]
+        await first
+    finally:
+        await holder.close()

@@ -52,6 +52,9 @@ class Recorder:
         # key id -> [cost, token delta, latest window, reserved released in that window]
         self.settlements: dict[str, list[Any]] = {}
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a flush returns once everything recorded before it is written,
+        # including what a flush already in progress (the writer's, every interval) took.
+        self._flushing = asyncio.Lock()
         self._last_retention = 0.0
         self.flushes = 0
         self._teams = frozenset(settings.metric_teams)
@@ -165,18 +168,21 @@ class Recorder:
                 log.warning("usage flush failed; kept for the next one", exc_info=True)
 
     async def flush(self) -> int:
-        records, self.records = self.records, []
-        settlements, self.settlements = self.settlements, {}
-        if not records and not settlements:
-            return 0
-        try:
-            await self._write(records, settlements)
-        except BaseException:
-            self._restore(records, settlements)
-            raise
-        self.flushes += 1
-        metrics.USAGE_WRITTEN.inc(len(records))
-        return len(records)
+        """Write what was recorded until now; returns once it is written (after a flush already
+        in progress, whose records it does not see)."""
+        async with self._flushing:
+            records, self.records = self.records, []
+            settlements, self.settlements = self.settlements, {}
+            if not records and not settlements:
+                return 0
+            try:
+                await self._write(records, settlements)
+            except BaseException:
+                self._restore(records, settlements)
+                raise
+            self.flushes += 1
+            metrics.USAGE_WRITTEN.inc(len(records))
+            return len(records)
 
     def _restore(self, records: list[Record], settlements: dict[str, list[Any]]) -> None:
         self.records[:0] = records
